@@ -1,0 +1,479 @@
+//! The authentication use cases: register, log in, check a token, log out.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+
+use crate::clock::Clock;
+use crate::error::{DomainError, DomainResult};
+use crate::event::{Event, EventBus};
+use crate::id::{SessionId, UserId};
+use crate::rate_limit::{RateDecision, RateLimit, RateLimiter};
+use crate::session::{Claims, Principal, Session, SessionStore, TokenCodec};
+use crate::user::{Email, Password, PasswordHash, PasswordHasher, User, UserRepository, Username};
+
+/// How sessions and login throttling behave.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthSettings {
+    /// A session left unused this long ends (`SESSION_TTL`).
+    pub session_ttl: Duration,
+    /// The hard limit on a token's life, whatever the activity: its `exp`.
+    pub token_lifetime: Duration,
+    /// Failed logins allowed per email.
+    pub failed_logins_per_email: RateLimit,
+    /// Failed logins allowed per client address.
+    pub failed_logins_per_address: RateLimit,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        let quarter_hour = Duration::from_secs(15 * 60);
+        Self {
+            session_ttl: Duration::from_secs(3600),
+            token_lifetime: Duration::from_secs(7 * 24 * 3600),
+            failed_logins_per_email: RateLimit { points: 5, window: quarter_hour },
+            failed_logins_per_address: RateLimit { points: 50, window: quarter_hour },
+        }
+    }
+}
+
+/// A fresh session and the token that names it.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub access_token: String,
+    /// How long the session lasts without activity.
+    pub expires_in: Duration,
+    pub session_id: SessionId,
+    pub user: User,
+}
+
+/// The ports authentication needs.
+#[derive(Clone)]
+pub struct AuthPorts {
+    pub users: Arc<dyn UserRepository>,
+    pub hasher: Arc<dyn PasswordHasher>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub tokens: Arc<dyn TokenCodec>,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub events: Arc<dyn EventBus>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Registration, login, token checks and logout.
+pub struct AuthService {
+    ports: AuthPorts,
+    settings: AuthSettings,
+    /// Checked against when the email is unknown, so that such a login costs what a wrong
+    /// password costs and timing does not reveal who is registered.
+    decoy_hash: OnceCell<PasswordHash>,
+}
+
+impl std::fmt::Debug for AuthService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthService").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl AuthService {
+    pub fn new(ports: AuthPorts, settings: AuthSettings) -> Self {
+        Self { ports, settings, decoy_hash: OnceCell::new() }
+    }
+
+    pub fn settings(&self) -> &AuthSettings {
+        &self.settings
+    }
+
+    /// Creates the user and logs them in.
+    pub async fn register(
+        &self,
+        email: Email,
+        username: Username,
+        password: Password,
+    ) -> DomainResult<IssuedToken> {
+        let password_hash = self.ports.hasher.hash(&password).await?;
+        let user = User { id: UserId::generate(), email, username, created_at: self.ports.clock.now() };
+        self.ports.users.create(&user, &password_hash).await?;
+        self.open_session(user).await
+    }
+
+    /// Checks the password and opens a session. Failed attempts count against the email and the
+    /// client address; past either budget, even a right password is refused until the window ends.
+    pub async fn login(
+        &self,
+        email: Email,
+        password: Password,
+        client: Option<IpAddr>,
+    ) -> DomainResult<IssuedToken> {
+        let keys = self.login_keys(&email, client);
+        for (key, limit) in &keys {
+            if let RateDecision::Limited { retry_after } = self.ports.limiter.peek(key, *limit).await? {
+                return Err(DomainError::TooManyAttempts { retry_after });
+            }
+        }
+
+        let credentials = self.ports.users.find_credentials(&email).await?;
+        let hash = match &credentials {
+            Some(found) => found.password_hash.clone(),
+            None => self.decoy_hash().await?.clone(),
+        };
+        let password_matches = self.ports.hasher.verify(&password, &hash).await?;
+        match credentials {
+            Some(found) if password_matches => self.open_session(found.user).await,
+            _ => {
+                for (key, limit) in &keys {
+                    self.ports.limiter.acquire(key, *limit).await?;
+                }
+                Err(DomainError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// The caller named by a bearer token, whose session is alive; extends the session.
+    pub async fn authenticate(&self, token: &str) -> DomainResult<Principal> {
+        let claims = self.ports.tokens.decode(token)?;
+        match self.ports.sessions.touch(claims.sid, self.settings.session_ttl).await? {
+            Some(session) if session.user_id == claims.sub => {
+                Ok(Principal { user_id: claims.sub, session_id: claims.sid })
+            }
+            _ => Err(DomainError::Unauthenticated),
+        }
+    }
+
+    /// The caller's own account.
+    pub async fn me(&self, principal: &Principal) -> DomainResult<User> {
+        self.ports.users.find_by_id(principal.user_id).await?.ok_or(DomainError::Unauthenticated)
+    }
+
+    /// Ends the caller's session, everywhere at once.
+    pub async fn logout(&self, principal: &Principal) -> DomainResult<()> {
+        self.ports.sessions.revoke(principal.user_id, principal.session_id).await?;
+        self.announce_revoked(principal.user_id, vec![principal.session_id]).await;
+        Ok(())
+    }
+
+    /// Ends every session of the caller.
+    pub async fn logout_all(&self, principal: &Principal) -> DomainResult<()> {
+        let mut ended = self.ports.sessions.revoke_all(principal.user_id).await?;
+        if !ended.contains(&principal.session_id) {
+            ended.push(principal.session_id);
+        }
+        self.announce_revoked(principal.user_id, ended).await;
+        Ok(())
+    }
+
+    async fn open_session(&self, user: User) -> DomainResult<IssuedToken> {
+        let now = self.ports.clock.now();
+        let session = Session { id: SessionId::generate(), user_id: user.id, created_at: now };
+        let iat = now.timestamp();
+        let claims = Claims {
+            sub: user.id,
+            sid: session.id,
+            iat,
+            exp: iat + i64::try_from(self.settings.token_lifetime.as_secs()).unwrap_or(i64::MAX / 2),
+        };
+        let access_token = self.ports.tokens.encode(&claims)?;
+        self.ports.sessions.create(&session, self.settings.session_ttl).await?;
+        Ok(IssuedToken { access_token, expires_in: self.settings.session_ttl, session_id: session.id, user })
+    }
+
+    fn login_keys(&self, email: &Email, client: Option<IpAddr>) -> Vec<(String, RateLimit)> {
+        let mut keys =
+            vec![(format!("login:email:{}", email.as_str()), self.settings.failed_logins_per_email)];
+        if let Some(address) = client {
+            keys.push((format!("login:addr:{address}"), self.settings.failed_logins_per_address));
+        }
+        keys
+    }
+
+    async fn decoy_hash(&self) -> DomainResult<&PasswordHash> {
+        self.decoy_hash
+            .get_or_try_init(|| async {
+                let decoy = Password::attempt(&uuid::Uuid::new_v4().to_string())?;
+                self.ports.hasher.hash(&decoy).await
+            })
+            .await
+    }
+
+    /// Live connections of these sessions must close; the sessions are already gone, so a
+    /// failure to announce is logged rather than failing the logout.
+    async fn announce_revoked(&self, user_id: UserId, sessions: Vec<SessionId>) {
+        if let Err(error) = self.ports.events.publish(Event::SessionsRevoked { user_id, sessions }).await {
+            tracing::warn!(%error, "could not announce ended sessions");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use chrono::{TimeZone, Utc};
+    use mockall::predicate::eq;
+
+    use super::*;
+    use crate::clock::MockClock;
+    use crate::event::MockEventBus;
+    use crate::rate_limit::MockRateLimiter;
+    use crate::session::{MockSessionStore, MockTokenCodec};
+    use crate::user::{Credentials, MockPasswordHasher, MockUserRepository};
+
+    /// Mocks with nothing expected: any call a test did not ask for fails it.
+    struct Mocks {
+        users: MockUserRepository,
+        hasher: MockPasswordHasher,
+        sessions: MockSessionStore,
+        tokens: MockTokenCodec,
+        limiter: MockRateLimiter,
+        events: MockEventBus,
+    }
+
+    impl Mocks {
+        fn new() -> Self {
+            Self {
+                users: MockUserRepository::new(),
+                hasher: MockPasswordHasher::new(),
+                sessions: MockSessionStore::new(),
+                tokens: MockTokenCodec::new(),
+                limiter: MockRateLimiter::new(),
+                events: MockEventBus::new(),
+            }
+        }
+
+        fn service(self) -> AuthService {
+            let mut clock = MockClock::new();
+            clock.expect_now().returning(|| Utc.timestamp_opt(1_800_000_000, 0).unwrap());
+            AuthService::new(
+                AuthPorts {
+                    users: Arc::new(self.users),
+                    hasher: Arc::new(self.hasher),
+                    sessions: Arc::new(self.sessions),
+                    tokens: Arc::new(self.tokens),
+                    limiter: Arc::new(self.limiter),
+                    events: Arc::new(self.events),
+                    clock: Arc::new(clock),
+                },
+                AuthSettings::default(),
+            )
+        }
+    }
+
+    fn user() -> User {
+        User {
+            id: UserId::generate(),
+            email: Email::parse("ada@example.com").unwrap(),
+            username: Username::parse("ada").unwrap(),
+            created_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+        }
+    }
+
+    fn allow_everything(limiter: &mut MockRateLimiter) {
+        limiter.expect_peek().returning(|_, limit| Ok(RateDecision::Allowed { remaining: limit.points }));
+    }
+
+    #[tokio::test]
+    async fn register_stores_a_hash_and_opens_a_session_named_by_the_token() {
+        let mut mocks = Mocks::new();
+        mocks.hasher.expect_hash().times(1).returning(|_| Ok(PasswordHash::new("phc".into())));
+        mocks
+            .users
+            .expect_create()
+            .withf(|user, hash| user.username.as_str() == "ada" && hash.as_str() == "phc")
+            .times(1)
+            .returning(|_, _| Ok(()));
+        let seen_claims = Arc::new(Mutex::new(None));
+        let seen = seen_claims.clone();
+        mocks.tokens.expect_encode().times(1).returning(move |claims| {
+            *seen.lock().unwrap() = Some(claims.clone());
+            Ok("token".into())
+        });
+        mocks
+            .sessions
+            .expect_create()
+            .withf(|_, ttl| *ttl == Duration::from_secs(3600))
+            .times(1)
+            .returning(|_, _| Ok(()));
+
+        let issued = mocks
+            .service()
+            .register(
+                Email::parse("ada@example.com").unwrap(),
+                Username::parse("ada").unwrap(),
+                Password::parse("Passw0rd!").unwrap(),
+            )
+            .await
+            .unwrap();
+        let claims = seen_claims.lock().unwrap().clone().unwrap();
+        assert_eq!(issued.access_token, "token");
+        assert_eq!(claims.sub, issued.user.id);
+        assert_eq!(claims.sid, issued.session_id);
+        assert_eq!(claims.iat, 1_800_000_000);
+        assert_eq!(claims.exp, 1_800_000_000 + 7 * 24 * 3600);
+        assert_eq!(issued.expires_in, Duration::from_secs(3600));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_email_costs_a_hash_check_and_counts_as_a_failure() {
+        let mut mocks = Mocks::new();
+        allow_everything(&mut mocks.limiter);
+        mocks.users.expect_find_credentials().returning(|_| Ok(None));
+        mocks.hasher.expect_hash().times(1).returning(|_| Ok(PasswordHash::new("decoy".into())));
+        mocks
+            .hasher
+            .expect_verify()
+            .withf(|_, hash| hash.as_str() == "decoy")
+            .times(1)
+            .returning(|_, _| Ok(true));
+        mocks
+            .limiter
+            .expect_acquire()
+            .with(eq("login:email:nobody@example.com"), mockall::predicate::always())
+            .times(1)
+            .returning(|_, _| Ok(RateDecision::Allowed { remaining: 4 }));
+        mocks
+            .limiter
+            .expect_acquire()
+            .with(eq("login:addr:10.0.0.1"), mockall::predicate::always())
+            .times(1)
+            .returning(|_, _| Ok(RateDecision::Allowed { remaining: 49 }));
+
+        let error = mocks
+            .service()
+            .login(
+                Email::parse("nobody@example.com").unwrap(),
+                Password::attempt("Passw0rd").unwrap(),
+                Some([10, 0, 0, 1].into()),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(error, DomainError::InvalidCredentials), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_right_password_logs_in_without_counting() {
+        let mut mocks = Mocks::new();
+        allow_everything(&mut mocks.limiter);
+        let found = user();
+        mocks.users.expect_find_credentials().returning(move |_| {
+            Ok(Some(Credentials { user: found.clone(), password_hash: PasswordHash::new("phc".into()) }))
+        });
+        mocks.hasher.expect_verify().times(1).returning(|_, _| Ok(true));
+        mocks.limiter.expect_acquire().never();
+        mocks.tokens.expect_encode().returning(|_| Ok("token".into()));
+        mocks.sessions.expect_create().times(1).returning(|_, _| Ok(()));
+
+        let issued = mocks
+            .service()
+            .login(Email::parse("ada@example.com").unwrap(), Password::attempt("Passw0rd").unwrap(), None)
+            .await
+            .unwrap();
+        assert_eq!(issued.user.username.as_str(), "ada");
+    }
+
+    #[tokio::test]
+    async fn a_throttled_email_is_refused_before_any_password_check() {
+        let mut mocks = Mocks::new();
+        mocks
+            .limiter
+            .expect_peek()
+            .returning(|_, _| Ok(RateDecision::Limited { retry_after: Duration::from_secs(42) }));
+        mocks.users.expect_find_credentials().never();
+        mocks.hasher.expect_verify().never();
+
+        let error = mocks
+            .service()
+            .login(Email::parse("ada@example.com").unwrap(), Password::attempt("x").unwrap(), None)
+            .await
+            .unwrap_err();
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(42)));
+        assert_eq!(error.code(), "TOO_MANY_ATTEMPTS");
+    }
+
+    #[tokio::test]
+    async fn a_token_is_accepted_only_while_its_session_lives_for_its_user() {
+        let owner = UserId::generate();
+        let sid = SessionId::generate();
+        let claims = Claims { sub: owner, sid, iat: 0, exp: i64::MAX };
+        let cases = [
+            (Some(Session { id: sid, user_id: owner, created_at: Utc::now() }), true),
+            (None, false),
+            (Some(Session { id: sid, user_id: UserId::generate(), created_at: Utc::now() }), false),
+        ];
+        for (session, accepted) in cases {
+            let mut mocks = Mocks::new();
+            let decoded = claims.clone();
+            mocks.tokens.expect_decode().with(eq("tok")).returning(move |_| Ok(decoded.clone()));
+            mocks
+                .sessions
+                .expect_touch()
+                .with(eq(sid), eq(Duration::from_secs(3600)))
+                .times(1)
+                .returning(move |_, _| Ok(session.clone()));
+            let outcome = mocks.service().authenticate("tok").await;
+            match outcome {
+                Ok(principal) => {
+                    assert!(accepted);
+                    assert_eq!(principal, Principal { user_id: owner, session_id: sid });
+                }
+                Err(error) => {
+                    assert!(!accepted);
+                    assert!(matches!(error, DomainError::Unauthenticated));
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_token_never_reaches_the_session_store() {
+        let mut mocks = Mocks::new();
+        mocks.tokens.expect_decode().returning(|_| Err(DomainError::Unauthenticated));
+        mocks.sessions.expect_touch().never();
+        assert!(matches!(mocks.service().authenticate("forged").await, Err(DomainError::Unauthenticated)));
+    }
+
+    #[tokio::test]
+    async fn logout_ends_one_session_and_announces_it() {
+        let principal = Principal { user_id: UserId::generate(), session_id: SessionId::generate() };
+        let mut mocks = Mocks::new();
+        mocks
+            .sessions
+            .expect_revoke()
+            .with(eq(principal.user_id), eq(principal.session_id))
+            .times(1)
+            .returning(|_, _| Ok(true));
+        mocks
+            .events
+            .expect_publish()
+            .with(eq(Event::SessionsRevoked {
+                user_id: principal.user_id,
+                sessions: vec![principal.session_id],
+            }))
+            .times(1)
+            .returning(|_| Ok(()));
+        mocks.service().logout(&principal).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn logout_all_announces_every_ended_session() {
+        let principal = Principal { user_id: UserId::generate(), session_id: SessionId::generate() };
+        let other = SessionId::generate();
+        let mut mocks = Mocks::new();
+        let ended = vec![other, principal.session_id];
+        mocks
+            .sessions
+            .expect_revoke_all()
+            .with(eq(principal.user_id))
+            .times(1)
+            .returning(move |_| Ok(ended.clone()));
+        mocks
+            .events
+            .expect_publish()
+            .withf(move |event| {
+                matches!(event, Event::SessionsRevoked { sessions, .. } if sessions.len() == 2 && sessions.contains(&other))
+            })
+            .times(1)
+            .returning(|_| Ok(()));
+        mocks.service().logout_all(&principal).await.unwrap();
+    }
+}

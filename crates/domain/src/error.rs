@@ -1,0 +1,101 @@
+//! The one error type of the domain. Each variant is a stable code of the public API; the api
+//! crate maps it to an HTTP status and the WebSocket gateway to an `error` frame, each in one place.
+
+use std::time::Duration;
+
+/// A value that broke one of the validation rules, naming the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self { field, message: message.into() }
+    }
+}
+
+/// Everything a use case can refuse, plus the failures of the outside world.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    #[error("missing, invalid or expired credentials")]
+    Unauthenticated,
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("too many failed attempts")]
+    TooManyAttempts { retry_after: Duration },
+    #[error("too many messages")]
+    RateLimited { retry_after: Duration },
+    #[error("email is already registered")]
+    EmailTaken,
+    #[error("username is already taken")]
+    UsernameTaken,
+    #[error("room name is already taken")]
+    RoomNameTaken,
+    #[error("not a member of this room")]
+    NotAMember,
+    #[error("only the author may change this message")]
+    NotTheAuthor,
+    #[error("room not found")]
+    RoomNotFound,
+    #[error("message not found")]
+    MessageNotFound,
+    /// A dependency (database, cache, session store) is unreachable; the caller may retry.
+    #[error("{what} is unavailable")]
+    Unavailable {
+        what: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    /// A bug or an unexpected state; the source goes to the log, never to the client.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl DomainError {
+    /// The stable, UPPER_SNAKE code clients switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Validation(_) => "VALIDATION_FAILED",
+            Self::Unauthenticated => "UNAUTHORIZED",
+            Self::InvalidCredentials => "INVALID_CREDENTIALS",
+            Self::TooManyAttempts { .. } => "TOO_MANY_ATTEMPTS",
+            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::EmailTaken => "EMAIL_TAKEN",
+            Self::UsernameTaken => "USERNAME_TAKEN",
+            Self::RoomNameTaken => "ROOM_NAME_TAKEN",
+            Self::NotAMember => "NOT_A_MEMBER",
+            Self::NotTheAuthor => "NOT_THE_AUTHOR",
+            Self::RoomNotFound => "ROOM_NOT_FOUND",
+            Self::MessageNotFound => "MESSAGE_NOT_FOUND",
+            Self::Unavailable { .. } => "SERVICE_UNAVAILABLE",
+            Self::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    /// How long the caller should wait before trying again, for the refusals that have one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::TooManyAttempts { retry_after } | Self::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// Wraps an adapter failure that means "this dependency cannot be reached".
+    pub fn unavailable(what: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Unavailable { what, source: source.into() }
+    }
+
+    /// Wraps an adapter failure that should never happen.
+    pub fn internal(source: impl Into<BoxError>) -> Self {
+        Self::Internal(source.into())
+    }
+}
+
+pub type DomainResult<T> = Result<T, DomainError>;

@@ -1,0 +1,47 @@
+//! # Convo's domain
+//!
+//! The centre of the hexagon: users, rooms and messages, the rules that make a value valid, the
+//! use cases ([`AuthService`], [`ChatService`]) that the api crate calls, and the ports (async
+//! traits) that the adapter crates implement: storage, sessions, rate limits, the message cache,
+//! events, presence, password hashing and tokens.
+//!
+//! Nothing here knows HTTP, SQL or Redis. Validation happens once, at the edge, by parsing raw
+//! input into value types (`Email::parse`, `RoomName::parse`, ...) that cannot hold a bad value;
+//! every refusal is a [`DomainError`] whose variant is one of the API's stable error codes.
+//!
+//! With the `mocks` feature, every port has a mockall mock (`MockUserRepository`, ...).
+
+pub mod auth;
+pub mod chat;
+pub mod clock;
+pub mod error;
+pub mod event;
+pub mod health;
+pub mod id;
+pub mod message;
+pub mod presence;
+pub mod rate_limit;
+pub mod room;
+pub mod session;
+pub mod user;
+
+pub use auth::{AuthPorts, AuthService, AuthSettings, IssuedToken};
+pub use chat::{ChatPorts, ChatService, RoomRef};
+pub use clock::{Clock, SystemClock};
+pub use error::{BoxError, DomainError, DomainResult, ValidationError};
+pub use event::{Event, EventBus, EventReceiver, Topic};
+pub use health::Probe;
+pub use id::{MessageId, RoomId, SessionId, UserId};
+pub use message::{
+    CachedPage, ClientMessageId, FillTicket, HistoryPage, HistoryQuery, Message, MessageCache,
+    MessageContent, MessageRepository, NewMessage, Posted, RECENT_MESSAGES,
+};
+pub use presence::Presence;
+pub use rate_limit::{RateDecision, RateLimit, RateLimiter};
+pub use room::{
+    DirectoryQuery, Member, Membership, NewRoom, Room, RoomName, RoomRepository, RoomSummary, name_key,
+};
+pub use session::{Claims, Principal, Session, SessionStore, TokenCodec};
+pub use user::{
+    Credentials, Email, Password, PasswordHash, PasswordHasher, User, UserRef, UserRepository, Username,
+};

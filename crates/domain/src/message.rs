@@ -1,0 +1,242 @@
+//! Messages: their content rules, per-room sequence numbers, history pages, and the ports that
+//! store and cache them.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::{DomainResult, ValidationError};
+use crate::id::{MessageId, RoomId, UserId};
+use crate::room::parse_limit;
+use crate::user::UserRef;
+
+/// Trimmed, 1-1000 Unicode scalar values, kept exactly as sent (never HTML-escaped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageContent(String);
+
+impl MessageContent {
+    pub const MAX_CHARS: usize = 1000;
+
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let value = raw.trim();
+        let len = value.chars().count();
+        if len == 0 {
+            return Err(ValidationError::new("content", "must not be empty"));
+        }
+        if len > Self::MAX_CHARS {
+            return Err(ValidationError::new("content", "must be at most 1000 characters"));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn from_trusted(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl AsRef<str> for MessageContent {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A key the client picks so that retrying a send creates nothing new: 1-100 printable chars.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientMessageId(String);
+
+impl ClientMessageId {
+    pub const MAX_CHARS: usize = 100;
+
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let len = raw.chars().count();
+        if len == 0 || len > Self::MAX_CHARS || raw.chars().any(char::is_control) {
+            return Err(ValidationError::new(
+                "clientMessageId",
+                "must be 1-100 characters without control characters",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn from_trusted(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl AsRef<str> for ClientMessageId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A stored message. `seq` is its position in the room: the n-th message stored has seq n.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: MessageId,
+    pub room_id: RoomId,
+    pub seq: i64,
+    pub author: UserRef,
+    pub content: MessageContent,
+    pub created_at: DateTime<Utc>,
+    pub edited_at: Option<DateTime<Utc>>,
+    pub client_message_id: Option<ClientMessageId>,
+}
+
+/// A message about to be stored; storage assigns its `seq` and fills in the author's username.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub id: MessageId,
+    pub room_id: RoomId,
+    pub author_id: UserId,
+    pub content: MessageContent,
+    pub client_message_id: Option<ClientMessageId>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The outcome of storing a message: `created` is false when the (author, clientMessageId) pair
+/// already named a message, which is returned instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    pub message: Message,
+    pub created: bool,
+}
+
+/// Which slice of a room's history to read. Without cursors, the latest `limit` messages; with
+/// `after`, the first `limit` after it (paging forward); otherwise the last `limit` before
+/// `before` (paging back). Both cursors together bound the range on both sides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub before: Option<i64>,
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+impl HistoryQuery {
+    pub const DEFAULT_LIMIT: u32 = 50;
+
+    pub fn parse(
+        before: Option<i64>,
+        after: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<Self, ValidationError> {
+        if before.is_some_and(|seq| seq < 1) {
+            return Err(ValidationError::new("before", "must be a seq of 1 or more"));
+        }
+        if after.is_some_and(|seq| seq < 0) {
+            return Err(ValidationError::new("after", "must be a seq of 0 or more"));
+        }
+        Ok(Self { before, after, limit: parse_limit(limit, Self::DEFAULT_LIMIT)? })
+    }
+
+    /// The latest `limit` messages: the page a room opens on.
+    pub fn latest(limit: u32) -> Self {
+        Self { before: None, after: None, limit }
+    }
+
+    pub fn is_latest(&self) -> bool {
+        self.before.is_none() && self.after.is_none()
+    }
+}
+
+/// Messages ascending by seq; `has_more` says whether more exist in the paging direction.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistoryPage {
+    pub messages: Vec<Message>,
+    pub has_more: bool,
+}
+
+/// Stores messages.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait MessageRepository: Send + Sync {
+    /// In one transaction: `RoomNotFound` unless the room exists, `NotAMember` unless the author
+    /// belongs to it, the existing message if (author, clientMessageId) was used before, and
+    /// otherwise the next seq of the room (no gap, no duplicate under concurrent senders).
+    async fn insert(&self, message: &NewMessage) -> DomainResult<Posted>;
+    /// A message that has not been deleted.
+    async fn find(&self, id: MessageId) -> DomainResult<Option<Message>>;
+    async fn find_by_client_id(
+        &self,
+        author: UserId,
+        client_message_id: &ClientMessageId,
+    ) -> DomainResult<Option<Message>>;
+    /// Deleted messages are left out; their seqs stay unused.
+    async fn history(&self, room: RoomId, query: &HistoryQuery) -> DomainResult<HistoryPage>;
+    /// Replaces the content and sets `edited_at`; `MessageNotFound` if it is gone.
+    async fn edit(&self, id: MessageId, content: &MessageContent, at: DateTime<Utc>)
+    -> DomainResult<Message>;
+    /// Deletes the message; `false` if it was already gone.
+    async fn delete(&self, id: MessageId, at: DateTime<Utc>) -> DomainResult<bool>;
+}
+
+/// Storage is consulted only when the cache cannot answer; this many of a room's latest messages
+/// are kept.
+pub const RECENT_MESSAGES: u32 = 100;
+
+/// The answer of [`MessageCache::latest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CachedPage {
+    Hit(HistoryPage),
+    /// Read storage, then offer the result to [`MessageCache::fill`] with this ticket.
+    Miss(FillTicket),
+}
+
+/// What the cache knew of a room when it missed; a fill is refused if the room changed since,
+/// so a slow reader can never put back a message that was edited or deleted meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FillTicket(pub u64);
+
+/// The latest messages of each room, so that opening a room needs no database round trip.
+/// Every write to storage is reported here after it commits; reads never show a deleted message
+/// or an old edit, and never miss a message whose send was acknowledged.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait MessageCache: Send + Sync {
+    /// The latest `limit` (at most [`RECENT_MESSAGES`]) messages of the room, if known.
+    async fn latest(&self, room: RoomId, limit: u32) -> DomainResult<CachedPage>;
+    /// Offers the room's latest [`RECENT_MESSAGES`] messages read from storage after a miss;
+    /// `has_more` says whether older ones exist.
+    async fn fill(&self, room: RoomId, page: &HistoryPage, ticket: FillTicket) -> DomainResult<()>;
+    async fn message_stored(&self, message: &Message) -> DomainResult<()>;
+    async fn message_edited(&self, message: &Message) -> DomainResult<()>;
+    async fn message_deleted(&self, room: RoomId, id: MessageId) -> DomainResult<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_is_trimmed_and_bounded_in_scalar_values() {
+        assert_eq!(MessageContent::parse("  hi <b>  ").expect("valid").as_str(), "hi <b>");
+        assert!(MessageContent::parse(" \n\t ").is_err());
+        assert!(MessageContent::parse(&"é".repeat(1000)).is_ok());
+        assert!(MessageContent::parse(&"é".repeat(1001)).is_err());
+    }
+
+    #[test]
+    fn client_message_id_rules() {
+        assert!(ClientMessageId::parse("").is_err());
+        assert!(ClientMessageId::parse("a\u{0}b").is_err());
+        assert!(ClientMessageId::parse(&"x".repeat(101)).is_err());
+        assert!(ClientMessageId::parse("0192-abc").is_ok());
+    }
+
+    #[test]
+    fn history_query_rules() {
+        let q = HistoryQuery::parse(None, None, None).expect("valid");
+        assert!(q.is_latest());
+        assert_eq!(q.limit, 50);
+        assert!(HistoryQuery::parse(Some(0), None, None).is_err());
+        assert!(HistoryQuery::parse(None, Some(-1), None).is_err());
+        assert!(HistoryQuery::parse(None, None, Some(101)).is_err());
+        assert!(HistoryQuery::parse(Some(10), Some(2), Some(100)).is_ok());
+    }
+}

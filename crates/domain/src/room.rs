@@ -1,0 +1,185 @@
+//! Rooms and their memberships.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::{DomainResult, ValidationError};
+use crate::id::{RoomId, UserId};
+use crate::user::Username;
+
+/// Trimmed, 1-50 chars of letters, digits, space, `_` and `-`; unique ignoring case.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoomName(String);
+
+impl RoomName {
+    pub const MAX_LEN: usize = 50;
+
+    pub fn parse(raw: &str) -> Result<Self, ValidationError> {
+        let value = raw.trim();
+        let len = value.chars().count();
+        if !(1..=Self::MAX_LEN).contains(&len) {
+            return Err(ValidationError::new("name", "must be 1-50 characters"));
+        }
+        if !value.chars().all(|c| c.is_alphanumeric() || c == ' ' || c == '_' || c == '-') {
+            return Err(ValidationError::new(
+                "name",
+                "may contain only letters, digits, spaces, underscores and hyphens",
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The form uniqueness and prefix search are checked on (full Unicode lower case, so that the
+    /// rule holds the same on every database).
+    pub fn key(&self) -> String {
+        name_key(&self.0)
+    }
+
+    pub fn from_trusted(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl AsRef<str> for RoomName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The case-folded form of a room name or a prefix of one.
+pub fn name_key(name: &str) -> String {
+    name.to_lowercase()
+}
+
+/// A search of the room directory: rooms whose name starts with `prefix`, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryQuery {
+    /// Already case-folded with [`name_key`]; empty lists every room.
+    pub prefix_key: String,
+    pub limit: u32,
+}
+
+impl DirectoryQuery {
+    pub const DEFAULT_LIMIT: u32 = 50;
+    pub const MAX_LIMIT: u32 = 100;
+
+    pub fn parse(prefix: Option<&str>, limit: Option<u32>) -> Result<Self, ValidationError> {
+        let prefix = prefix.unwrap_or("").trim_start();
+        if prefix.chars().count() > RoomName::MAX_LEN {
+            return Err(ValidationError::new("q", "must be at most 50 characters"));
+        }
+        Ok(Self { prefix_key: name_key(prefix), limit: parse_limit(limit, Self::DEFAULT_LIMIT)? })
+    }
+}
+
+/// Checks a page size against the 1..=100 range every listing shares.
+pub(crate) fn parse_limit(limit: Option<u32>, default: u32) -> Result<u32, ValidationError> {
+    match limit {
+        None => Ok(default),
+        Some(n @ 1..=100) => Ok(n),
+        Some(_) => Err(ValidationError::new("limit", "must be between 1 and 100")),
+    }
+}
+
+/// A room as every caller may see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    pub id: RoomId,
+    pub name: RoomName,
+    pub owner_id: UserId,
+    pub created_at: DateTime<Utc>,
+    pub member_count: u64,
+    /// The seq of the latest message stored in the room; 0 before the first.
+    pub last_seq: i64,
+}
+
+/// One of the caller's rooms, with what their room list sorts and shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSummary {
+    pub room: Room,
+    pub joined_at: DateTime<Utc>,
+    pub last_message_at: Option<DateTime<Utc>>,
+}
+
+/// A member of a room; `online` comes from presence, not from storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub user_id: UserId,
+    pub username: Username,
+    pub joined_at: DateTime<Utc>,
+    pub online: bool,
+}
+
+/// Whether a user belongs to a room, answered in one look-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    NoSuchRoom,
+    Outsider,
+    Member,
+}
+
+/// A room about to be created by `owner_id`, who becomes its first member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRoom {
+    pub id: RoomId,
+    pub name: RoomName,
+    pub owner_id: UserId,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Stores rooms and memberships.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait RoomRepository: Send + Sync {
+    /// Creates the room and the owner's membership in one transaction; `RoomNameTaken` when the
+    /// name is in use in any case.
+    async fn create(&self, room: &NewRoom) -> DomainResult<Room>;
+    async fn find(&self, id: RoomId) -> DomainResult<Option<Room>>;
+    async fn find_by_name(&self, name: &RoomName) -> DomainResult<Option<Room>>;
+    async fn directory(&self, query: &DirectoryQuery) -> DomainResult<Vec<Room>>;
+    /// The user's rooms, most recently active (last message, else creation) first.
+    async fn rooms_of(&self, user: UserId) -> DomainResult<Vec<RoomSummary>>;
+    async fn membership(&self, room: RoomId, user: UserId) -> DomainResult<Membership>;
+    /// Adds the membership; `false` if it already existed, `RoomNotFound` if the room does not.
+    async fn join(&self, room: RoomId, user: UserId, at: DateTime<Utc>) -> DomainResult<bool>;
+    /// Removes the membership; `false` if there was none.
+    async fn leave(&self, room: RoomId, user: UserId) -> DomainResult<bool>;
+    /// Members by join time, all with `online: false` (the caller fills in presence).
+    async fn members(&self, room: RoomId) -> DomainResult<Vec<Member>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_name_is_trimmed_and_checked() {
+        assert_eq!(RoomName::parse("  general chat ").expect("valid").as_str(), "general chat");
+        assert!(RoomName::parse("   ").is_err());
+        assert!(RoomName::parse(&"x".repeat(51)).is_err());
+        assert!(RoomName::parse(&"x".repeat(50)).is_ok());
+        assert!(RoomName::parse("no/slashes").is_err());
+        assert!(RoomName::parse("café_au-lait 2").is_ok());
+        assert_eq!(RoomName::parse("Café").expect("valid").key(), "café");
+    }
+
+    #[test]
+    fn directory_limit_is_bounded() {
+        assert_eq!(DirectoryQuery::parse(None, None).expect("valid").limit, 50);
+        assert!(DirectoryQuery::parse(Some("a"), Some(0)).is_err());
+        assert!(DirectoryQuery::parse(Some("a"), Some(101)).is_err());
+        assert_eq!(DirectoryQuery::parse(Some("GEN"), Some(100)).expect("valid").prefix_key, "gen");
+    }
+}

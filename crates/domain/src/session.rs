@@ -1,0 +1,57 @@
+//! Sessions and the access tokens that name them. A token is accepted only while its session
+//! lives in the [`SessionStore`]; a user may hold many sessions (one per device).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::DomainResult;
+use crate::id::{SessionId, UserId};
+
+/// One login of one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The claims of an access token (a JWT): user, session, issued-at and expiry in Unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: UserId,
+    pub sid: SessionId,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+/// Who is calling: the user and the session their token names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+}
+
+/// Keeps live sessions. Sessions slide: each successful `touch` extends a session to `ttl`
+/// from now; a session left alone for `ttl` is gone.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn create(&self, session: &Session, ttl: Duration) -> DomainResult<()>;
+    /// The session if it is still alive, extended to `ttl` from now.
+    async fn touch(&self, id: SessionId, ttl: Duration) -> DomainResult<Option<Session>>;
+    /// Ends one session; `false` if it had already ended.
+    async fn revoke(&self, user: UserId, id: SessionId) -> DomainResult<bool>;
+    /// Ends every session of the user, returning the ids that were alive.
+    async fn revoke_all(&self, user: UserId) -> DomainResult<Vec<SessionId>>;
+}
+
+/// Signs and checks access tokens.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+pub trait TokenCodec: Send + Sync {
+    fn encode(&self, claims: &Claims) -> DomainResult<String>;
+    /// `Unauthenticated` for a token that is malformed, forged or past `exp`.
+    fn decode(&self, token: &str) -> DomainResult<Claims>;
+}
