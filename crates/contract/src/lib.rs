@@ -1,0 +1,170 @@
+//! # Convo's port contracts
+//!
+//! The behaviour every adapter of the domain's stateful ports must show, written once as
+//! library code so that each adapter proves it with the same assertions: the in-process
+//! adapters of `convo-memory` today, the Redis adapters later. This crate sits outside the
+//! hexagon, beside the adapters: it depends on the domain only and is used by adapter crates'
+//! tests, never by the server.
+//!
+//! Each port has a module of `pub async fn` bodies, each taking a fresh adapter as `Arc<P>`
+//! (`P` may be the concrete adapter or `dyn Port`), and a macro that turns every body into its
+//! own `#[tokio::test]`:
+//!
+//! ```text
+//! // crates/memory/tests/contract.rs (needs tokio with `macros` and `rt-multi-thread`)
+//! mod sessions {
+//!     convo_contract::session_store_contract!(async { std::sync::Arc::new(InMemorySessionStore::new()) });
+//! }
+//! ```
+//!
+//! The factory expression is pasted into every test, so each test gets its own adapter. It may
+//! also evaluate to an `Option<Arc<_>>`: `None` skips the test (a Redis suite without
+//! `REDIS_URL`). Without the macros, `session::cases()` and its siblings list the same bodies by
+//! name for a custom driver.
+//!
+//! The bodies run on real time with short durations (a TTL of 1 s, sleeps of 1.2 s), never a
+//! paused clock, so a remote store is held to the same timing; and each body works on fresh
+//! ids and keys, so suites may run in parallel against one shared server.
+
+pub mod cache;
+pub mod events;
+pub mod fixture;
+pub mod presence;
+pub mod rate_limit;
+pub mod session;
+
+pub use fixture::{Case, Fixture, fixture};
+
+/// Runs every [`SessionStore`](convo_domain::SessionStore) body as its own test.
+#[macro_export]
+macro_rules! session_store_contract {
+    (@bodies $($mode:tt)*) => {
+        $crate::__suite! { $($mode)* session:
+            create_then_touch_returns_the_session,
+            touch_of_an_unknown_session_is_none,
+            session_expires_after_its_ttl_without_touch,
+            touch_slides_the_expiry,
+            revoke_ends_only_that_session,
+            second_revoke_returns_false,
+            revoke_of_an_expired_session_returns_false,
+            revoke_all_ends_every_session_of_the_user_only,
+            revoke_all_leaves_out_expired_sessions,
+            revoke_all_of_a_user_without_sessions_is_empty,
+        }
+    };
+    ($factory:expr $(,)?) => {
+        $crate::session_store_contract! { @bodies tests($factory) }
+    };
+}
+
+/// Runs every [`RateLimiter`](convo_domain::RateLimiter) body as its own test.
+#[macro_export]
+macro_rules! rate_limiter_contract {
+    (@bodies $($mode:tt)*) => {
+        $crate::__suite! { $($mode)* rate_limit:
+            points_are_allowed_then_limited,
+            keys_are_independent,
+            peek_never_consumes,
+            retry_after_counts_down_to_the_window_end,
+            limited_attempts_do_not_extend_the_window,
+            window_reopens_after_it_elapses,
+            concurrent_acquires_allow_exactly_the_points,
+        }
+    };
+    ($factory:expr $(,)?) => {
+        $crate::rate_limiter_contract! { @bodies tests($factory) }
+    };
+}
+
+/// Runs every [`MessageCache`](convo_domain::MessageCache) body as its own test.
+#[macro_export]
+macro_rules! message_cache_contract {
+    (@bodies $($mode:tt)*) => {
+        $crate::__suite! { $($mode)* cache:
+            empty_cache_misses_with_a_ticket,
+            fill_then_latest_hits_with_the_latest_slice,
+            limit_over_a_complete_history_returns_all,
+            limit_over_an_incomplete_history_misses,
+            has_more_when_older_messages_exist,
+            next_message_is_appended,
+            first_message_of_an_empty_room_is_appended,
+            message_after_a_gap_is_never_served_without_the_gap,
+            repeated_store_report_changes_nothing,
+            fill_after_a_store_is_refused,
+            fill_after_an_edit_is_refused,
+            fill_after_a_delete_is_refused,
+            edits_replace_content_in_hits,
+            deletes_vanish_from_hits,
+            delete_reported_before_its_store_never_shows,
+            edit_reported_before_its_store_never_shows_old_content,
+            never_more_than_recent_messages_are_kept,
+            rooms_are_independent,
+        }
+    };
+    ($factory:expr $(,)?) => {
+        $crate::message_cache_contract! { @bodies tests($factory) }
+    };
+}
+
+/// Runs every [`EventBus`](convo_domain::EventBus) body as its own test.
+#[macro_export]
+macro_rules! event_bus_contract {
+    (@bodies $($mode:tt)*) => {
+        $crate::__suite! { $($mode)* events:
+            subscriber_receives_a_published_event,
+            user_topic_delivers_session_revocations,
+            other_topics_are_not_received,
+            every_subscriber_receives,
+            order_is_preserved_for_one_publisher,
+            publish_without_subscribers_is_ok,
+            publishing_after_a_subscriber_drops_still_works,
+        }
+    };
+    ($factory:expr $(,)?) => {
+        $crate::event_bus_contract! { @bodies tests($factory) }
+    };
+}
+
+/// Runs every [`Presence`](convo_domain::Presence) body as its own test.
+#[macro_export]
+macro_rules! presence_contract {
+    (@bodies $($mode:tt)*) => {
+        $crate::__suite! { $($mode)* presence:
+            first_connection_comes_online,
+            last_disconnection_goes_offline,
+            online_among_reports_exactly_the_connected_users,
+            stray_disconnect_does_not_go_negative,
+            concurrent_connections_report_one_first_and_one_last,
+        }
+    };
+    ($factory:expr $(,)?) => {
+        $crate::presence_contract! { @bodies tests($factory) }
+    };
+}
+
+/// Expands one port's list of bodies either into tests or into a list of [`Case`]s, so that the
+/// list is written once.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __suite {
+    (tests($factory:expr) $module:ident: $($body:ident),+ $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $body() {
+                let ::std::option::Option::Some(adapter) = $crate::fixture($factory.await) else {
+                    ::std::eprintln!("skipped {}: no adapter", ::std::stringify!($body));
+                    return;
+                };
+                $crate::$module::$body(adapter).await;
+            }
+        )+
+    };
+    (cases $module:ident: $($body:ident),+ $(,)?) => {
+        ::std::vec![$(
+            $crate::Case {
+                name: ::std::stringify!($body),
+                run: |adapter| ::std::boxed::Box::pin($crate::$module::$body(adapter)),
+            }
+        ),+]
+    };
+}

@@ -1,0 +1,12 @@
+//! # Convo's cryptography adapters
+//!
+//! Outbound adapters of the hexagon for the two ports that keep secrets: [`Argon2PasswordHasher`]
+//! implements the domain's `PasswordHasher` (argon2id, run on the blocking pool so the async
+//! threads never stall on a deliberately slow hash), and [`JwtTokenCodec`] implements
+//! `TokenCodec` (HS256 access tokens whose `sid` names a session in the session store).
+
+mod password;
+mod token;
+
+pub use password::Argon2PasswordHasher;
+pub use token::JwtTokenCodec;
