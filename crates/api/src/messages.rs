@@ -1,0 +1,241 @@
+//! `/chat/message*`, `/chat/messages`: sending, reading, editing and deleting messages.
+
+use chrono::{DateTime, Utc};
+use convo_domain::{
+    self as domain, ClientMessageId, HistoryQuery, MessageContent, MessageId, RoomId, RoomName, RoomRef,
+    ValidationError,
+};
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use uuid::Uuid;
+
+use crate::ApiTags;
+use crate::auth::BearerAuth;
+use crate::field::Field;
+use crate::problem::declare_errors;
+use crate::state::AppState;
+
+/// A user as shown beside a message: `{id, username}`.
+#[derive(Debug, Clone, Object)]
+pub struct UserRef {
+    pub id: Uuid,
+    pub username: String,
+}
+
+impl From<domain::UserRef> for UserRef {
+    fn from(user: domain::UserRef) -> Self {
+        Self { id: user.id.as_uuid(), username: user.username.as_str().to_owned() }
+    }
+}
+
+/// A stored message.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Message {
+    pub id: Uuid,
+    pub room_id: Uuid,
+    /// Its position in the room: the n-th message stored has seq n. The cursor for history and
+    /// for resuming a live stream.
+    pub seq: i64,
+    pub author: UserRef,
+    /// Exactly as sent (trimmed), never HTML-escaped: escape it when you render it.
+    pub content: String,
+    pub created_at: DateTime<Utc>,
+    /// When it was last edited; null if never.
+    pub edited_at: Option<DateTime<Utc>>,
+    /// The sender's idempotency key, if it gave one.
+    pub client_message_id: Option<String>,
+}
+
+impl From<domain::Message> for Message {
+    fn from(message: domain::Message) -> Self {
+        Self {
+            id: message.id.as_uuid(),
+            room_id: message.room_id.as_uuid(),
+            seq: message.seq,
+            author: message.author.into(),
+            content: message.content.as_str().to_owned(),
+            created_at: message.created_at,
+            edited_at: message.edited_at,
+            client_message_id: message.client_message_id.map(|id| id.as_str().to_owned()),
+        }
+    }
+}
+
+/// A page of history, ascending by seq.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct MessagePage {
+    pub messages: Vec<Message>,
+    /// Whether more messages exist in the direction of paging (older ones, or newer ones when
+    /// paging with `after`).
+    pub has_more: bool,
+}
+
+/// A message to send. Name the room by `roomId` or by `chatRoomName`, not both.
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+pub struct SendMessageRequest {
+    pub room_id: Field<Option<Uuid>>,
+    pub chat_room_name: Field<Option<String>>,
+    /// 1-1000 characters once trimmed.
+    pub content: Field<String>,
+    /// An idempotency key of 1-100 characters: a retry with the same key returns the original
+    /// message (200) and stores nothing.
+    pub client_message_id: Field<Option<String>>,
+}
+
+/// New content for a message.
+#[derive(Object)]
+pub struct EditMessageRequest {
+    /// 1-1000 characters once trimmed.
+    pub content: Field<String>,
+}
+
+#[derive(ApiResponse)]
+pub enum SendMessageResponse {
+    /// Stored and delivered to the room.
+    #[oai(status = 201)]
+    Created(Json<Message>),
+    /// A retry: the message stored earlier under this `clientMessageId`.
+    #[oai(status = 200)]
+    Replayed(Json<Message>),
+}
+
+#[derive(ApiResponse)]
+pub enum HistoryResponse {
+    /// The page.
+    #[oai(status = 200)]
+    Ok(Json<MessagePage>),
+}
+
+#[derive(ApiResponse)]
+pub enum EditMessageResponse {
+    /// The edited message, with `editedAt`.
+    #[oai(status = 200)]
+    Ok(Json<Message>),
+}
+
+#[derive(ApiResponse)]
+pub enum DeleteMessageResponse {
+    /// Deleted.
+    #[oai(status = 204)]
+    Deleted,
+}
+
+declare_errors! {
+    SendMessageError: [400, 401, 403, 404, 413, 429];
+    HistoryError: [400, 401, 403, 404];
+    EditMessageError: [400, 401, 403, 404, 413];
+    DeleteMessageError: [400, 401, 403, 404];
+}
+
+/// The room a request names, by exactly one of id and name.
+fn room_ref(room_id: Option<Uuid>, room_name: Option<&str>) -> Result<RoomRef, ValidationError> {
+    match (room_id, room_name) {
+        (Some(id), None) => Ok(RoomRef::Id(RoomId::from(id))),
+        (None, Some(name)) => Ok(RoomRef::Name(
+            RoomName::parse(name).map_err(|error| ValidationError::new("chatRoomName", error.message))?,
+        )),
+        (Some(_), Some(_)) => Err(ValidationError::new("roomId", "give roomId or chatRoomName, not both")),
+        (None, None) => Err(ValidationError::new("roomId", "roomId or chatRoomName is required")),
+    }
+}
+
+pub struct MessageApi;
+
+#[OpenApi(tag = "ApiTags::Messages")]
+impl MessageApi {
+    /// Send a message
+    ///
+    /// Needs membership of the room. Limited per user (REST and WebSocket together) to
+    /// `RATE_LIMIT_POINTS` messages per `RATE_LIMIT_DURATION` seconds.
+    #[oai(path = "/chat/message", method = "post", operation_id = "sendMessage")]
+    async fn send(
+        &self,
+        state: Data<&AppState>,
+        caller: BearerAuth,
+        body: Json<SendMessageRequest>,
+    ) -> Result<SendMessageResponse, SendMessageError> {
+        let Json(body) = body;
+        let room =
+            room_ref(body.room_id.get("roomId")?, body.chat_room_name.get("chatRoomName")?.as_deref())?;
+        let content = MessageContent::parse(&body.content.get("content")?)?;
+        let key = body
+            .client_message_id
+            .get("clientMessageId")?
+            .as_deref()
+            .map(ClientMessageId::parse)
+            .transpose()?;
+        let posted = state.chat.send(caller.0.user_id, &room, content, key).await?;
+        let message = Json(posted.message.into());
+        Ok(if posted.created {
+            SendMessageResponse::Created(message)
+        } else {
+            SendMessageResponse::Replayed(message)
+        })
+    }
+
+    /// Read a room's history
+    ///
+    /// Messages ascending by seq. Without a cursor, the latest `limit`; with `before`, the
+    /// `limit` before that seq (paging back); with `after`, the `limit` after it (paging
+    /// forward). Deleted messages are left out.
+    #[oai(path = "/chat/messages", method = "get", operation_id = "listMessages")]
+    #[allow(clippy::too_many_arguments, reason = "poem-openapi takes one argument per query parameter")]
+    async fn history(
+        &self,
+        state: Data<&AppState>,
+        caller: BearerAuth,
+        #[oai(name = "roomId")] room_id: Query<Option<Uuid>>,
+        /// The room's name, as the original service took it.
+        #[oai(name = "chatRoomName")]
+        room_name: Query<Option<String>>,
+        /// Only messages with a seq below this.
+        before: Query<Option<i64>>,
+        /// Only messages with a seq above this.
+        after: Query<Option<i64>>,
+        /// 1-100, default 50.
+        limit: Query<Option<u32>>,
+    ) -> Result<HistoryResponse, HistoryError> {
+        let room = room_ref(room_id.0, room_name.0.as_deref())?;
+        let query = HistoryQuery::parse(before.0, after.0, limit.0)?;
+        let page = state.chat.history(caller.0.user_id, &room, &query).await?;
+        Ok(HistoryResponse::Ok(Json(MessagePage {
+            messages: page.messages.into_iter().map(Into::into).collect(),
+            has_more: page.has_more,
+        })))
+    }
+
+    /// Edit a message
+    ///
+    /// Only its author may edit it.
+    #[oai(path = "/chat/message/:messageId", method = "patch", operation_id = "editMessage")]
+    async fn edit(
+        &self,
+        state: Data<&AppState>,
+        caller: BearerAuth,
+        #[oai(name = "messageId")] message_id: Path<Uuid>,
+        body: Json<EditMessageRequest>,
+    ) -> Result<EditMessageResponse, EditMessageError> {
+        let content = MessageContent::parse(&body.0.content.get("content")?)?;
+        let message = state.chat.edit(caller.0.user_id, MessageId::from(message_id.0), content).await?;
+        Ok(EditMessageResponse::Ok(Json(message.into())))
+    }
+
+    /// Delete a message
+    ///
+    /// Its author may delete it, and so may the room's owner.
+    #[oai(path = "/chat/message/:messageId", method = "delete", operation_id = "deleteMessage")]
+    async fn delete(
+        &self,
+        state: Data<&AppState>,
+        caller: BearerAuth,
+        #[oai(name = "messageId")] message_id: Path<Uuid>,
+    ) -> Result<DeleteMessageResponse, DeleteMessageError> {
+        state.chat.delete(caller.0.user_id, MessageId::from(message_id.0)).await?;
+        Ok(DeleteMessageResponse::Deleted)
+    }
+}
