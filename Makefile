@@ -1,0 +1,34 @@
+# Convo: `make run` serves on the embedded default (SQLite + in-process adapters);
+# `make test` runs every test against SQLite and the local PostgreSQL.
+CARGO ?= cargo
+
+.PHONY: run test services openapi fmt lint build clean
+
+## Build in release mode and serve on the embedded default (migrations are applied at start-up).
+run:
+	$(CARGO) build --release --locked --bin convo
+	./target/release/convo serve
+
+## Run the whole test suite (starts PostgreSQL and Redis here if they are down).
+test: services
+	$(CARGO) test --workspace --all-targets --locked
+
+services:
+	@.ci/services
+
+## Rewrite openapi/openapi.json from the code.
+openapi:
+	UPDATE_OPENAPI=1 $(CARGO) test -p convo-api --test openapi_document --locked
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+build:
+	$(CARGO) build --workspace --locked
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,182 @@
+//! # The Convo server
+//!
+//! The outermost ring of the hexagon and the only crate that knows every adapter: it reads the
+//! [`Config`], picks the adapters it names (SQLite or PostgreSQL storage; the in-process
+//! adapters for sessions, rate limits, the message cache, events and presence), builds the
+//! domain services, and serves the api crate's application until a shutdown signal.
+
+pub mod config;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use convo_api::{AppState, HttpSettings};
+use convo_crypto::{Argon2PasswordHasher, JwtTokenCodec};
+use convo_domain::{AuthPorts, AuthService, AuthSettings, ChatPorts, ChatService, RateLimit, SystemClock};
+use convo_memory::{
+    InMemoryEventBus, InMemoryMessageCache, InMemoryPresence, InMemoryRateLimiter, InMemorySessionStore,
+};
+use poem::listener::{Acceptor, Listener, TcpListener};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::{Config, ConfigError, Environment};
+
+/// How long in-flight requests may run on after a shutdown signal.
+const GRACE_PERIOD: Duration = Duration::from_secs(30);
+
+/// Why the server could not start, in one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(
+        "REDIS_URL: this version of Convo has no Redis adapter yet; unset REDIS_URL to run a single instance with in-process adapters"
+    )]
+    RedisUnsupported,
+    #[error(transparent)]
+    Database(#[from] convo_sql::SqlError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: String, source: io::Error },
+}
+
+/// Connects to the database and applies every pending migration.
+pub async fn migrate(config: &Config) -> Result<(), StartError> {
+    let store = convo_sql::connect(&config.database_url).await?;
+    store.migrate().await?;
+    Ok(())
+}
+
+/// Builds the HTTP application from the configuration: adapters, services, routes. Migrations
+/// are applied first.
+pub async fn build_app(
+    config: &Config,
+) -> Result<poem::endpoint::BoxEndpoint<'static, poem::Response>, StartError> {
+    if config.redis_url.is_some() {
+        return Err(StartError::RedisUnsupported);
+    }
+    let store = convo_sql::connect(&config.database_url).await?;
+    store.migrate().await?;
+    let store = Arc::new(store);
+
+    let limiter = Arc::new(InMemoryRateLimiter::new());
+    let events = Arc::new(InMemoryEventBus::default());
+    let clock = Arc::new(SystemClock);
+    let auth = AuthService::new(
+        AuthPorts {
+            users: store.clone(),
+            hasher: Arc::new(Argon2PasswordHasher::new()),
+            sessions: Arc::new(InMemorySessionStore::new()),
+            tokens: Arc::new(JwtTokenCodec::new(config.jwt_secret_bytes())),
+            limiter: limiter.clone(),
+            events: events.clone(),
+            clock: clock.clone(),
+        },
+        AuthSettings { session_ttl: config.session_ttl, ..AuthSettings::default() },
+    );
+    let chat = ChatService::new(
+        ChatPorts {
+            users: store.clone(),
+            rooms: store.clone(),
+            messages: store.clone(),
+            cache: Arc::new(InMemoryMessageCache::default()),
+            limiter,
+            events,
+            presence: Arc::new(InMemoryPresence::new()),
+            clock,
+        },
+        RateLimit { points: config.rate_limit_points, window: config.rate_limit_duration },
+    );
+    let state = AppState { auth: Arc::new(auth), chat: Arc::new(chat), probes: vec![store] };
+    Ok(convo_api::app(state, &HttpSettings { cors_origins: config.cors_origins.clone() }))
+}
+
+/// A server that is accepting connections.
+#[derive(Debug)]
+pub struct RunningServer {
+    address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl RunningServer {
+    /// The address it listens on (the real port when `PORT=0`).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and waits for the end.
+    pub async fn stop(mut self) -> io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits until the server ends (after a shutdown signal).
+    pub async fn wait(self) -> io::Result<()> {
+        self.task.await.map_err(io::Error::other)?
+    }
+}
+
+/// Builds the application and starts serving it on `HOST:PORT`. The server shuts down
+/// gracefully on `stop`, or on SIGTERM/Ctrl-C when `listen_for_signals` is set.
+pub async fn start(config: &Config, listen_for_signals: bool) -> Result<RunningServer, StartError> {
+    let app = build_app(config).await?;
+    let address = SocketAddr::new(config.host, config.port);
+    let acceptor = TcpListener::bind(address)
+        .into_acceptor()
+        .await
+        .map_err(|source| StartError::Listen { address: address.to_string(), source })?;
+    let address =
+        acceptor.local_addr().first().and_then(|local| local.as_socket_addr().copied()).unwrap_or(address);
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async move {
+        if listen_for_signals {
+            tokio::select! {
+                _ = stopped => {}
+                () = shutdown_signal() => {}
+            }
+        } else {
+            let _ = stopped.await;
+        }
+        tracing::info!("shutting down; letting in-flight requests finish");
+    };
+    let task = tokio::spawn(poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+        app,
+        shutdown,
+        Some(GRACE_PERIOD),
+    ));
+    Ok(RunningServer { address, stop: Some(stop), task })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,85 @@
+//! `convo [serve | migrate | openapi]`: the Convo chat server.
+
+use std::process::ExitCode;
+
+use convo_server::{Config, Environment, config::redact_url};
+use tracing_subscriber::EnvFilter;
+
+const USAGE: &str = "\
+usage: convo [COMMAND]
+
+commands:
+  serve     run the server (the default); migrations are applied first
+  migrate   apply pending database migrations and exit
+  openapi   print the OpenAPI document
+
+Configuration comes from the environment and an optional .env file; see README.md.";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let command = std::env::args().nth(1).unwrap_or_else(|| "serve".to_owned());
+    match command.as_str() {
+        "openapi" => {
+            print!("{}", convo_api::openapi_json());
+            return ExitCode::SUCCESS;
+        }
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        "serve" | "migrate" => {}
+        other => {
+            eprintln!("convo: unknown command `{other}`\n\n{USAGE}");
+            return ExitCode::FAILURE;
+        }
+    }
+
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("convo: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(config.environment);
+
+    let outcome = if command == "migrate" { migrate(&config).await } else { serve(&config).await };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("convo: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    convo_server::migrate(config).await?;
+    tracing::info!(database = %redact_url(&config.database_url), "migrations applied");
+    Ok(())
+}
+
+async fn serve(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
+    if config.jwt_secret_generated {
+        tracing::warn!("JWT_SECRET is unset: using a random secret, so tokens end when the server restarts");
+    }
+    if config.session_secret.is_some() {
+        tracing::info!("SESSION_SECRET is accepted for compatibility and unused: sessions live server-side");
+    }
+    let server = convo_server::start(config, true).await?;
+    let base = format!("http://{}", server.address());
+    tracing::info!(database = %redact_url(&config.database_url), "Convo is listening on {base}");
+    println!("Convo API:  {base}\nSwagger UI: {base}/docs");
+    server.wait().await?;
+    Ok(())
+}
+
+/// One line per event; JSON in production, for log shippers.
+fn init_logging(environment: Environment) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    match environment {
+        Environment::Production => builder.json().init(),
+        Environment::Development => builder.init(),
+    }
+}

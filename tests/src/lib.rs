@@ -1,0 +1,175 @@
+//! Support for Convo's black-box tests: [`spawn_app`] starts the real server on a free port
+//! against a fresh database of its own and hands back a client for it. Each test owns its server
+//! and its data, so the suite runs in parallel.
+
+use std::collections::HashMap;
+
+use convo_server::{Config, RunningServer};
+use convo_sql::testing::TestDatabase;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+
+/// Which database a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A running server, its database and a client.
+#[derive(Debug)]
+pub struct TestApp {
+    pub base_url: String,
+    pub client: reqwest::Client,
+    server: Option<RunningServer>,
+    _database: TestDatabase,
+}
+
+/// A server on SQLite with the default configuration.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Backend::Sqlite, &[]).await.expect("SQLite is always available")
+}
+
+/// A server on `backend` with extra environment variables; `None` when the backend's service
+/// is not running here (outside CI only: under `CI=true` a missing service fails the test).
+pub async fn spawn_app_with(backend: Backend, vars: &[(&str, &str)]) -> Option<TestApp> {
+    let database = match backend {
+        Backend::Sqlite => TestDatabase::sqlite().await,
+        Backend::Postgres => TestDatabase::postgres().await?,
+    };
+    let mut env: HashMap<String, String> = HashMap::from([
+        ("DATABASE_URL".to_owned(), database.url().to_owned()),
+        ("HOST".to_owned(), "127.0.0.1".to_owned()),
+        ("PORT".to_owned(), "0".to_owned()),
+        ("JWT_SECRET".to_owned(), "black-box-tests-secret-of-32-bytes!".to_owned()),
+    ]);
+    env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    let config = Config::from_lookup(|name| env.get(name).cloned()).expect("test configuration is valid");
+    let server = convo_server::start(&config, false).await.expect("server starts");
+    Some(TestApp {
+        base_url: format!("http://{}", server.address()),
+        client: reqwest::Client::new(),
+        server: Some(server),
+        _database: database,
+    })
+}
+
+/// A registered user and their token.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+}
+
+pub const PASSWORD: &str = "Sup3rSecret";
+
+impl TestApp {
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base_url))
+    }
+
+    pub fn get(&self, path: &str, token: &str) -> RequestBuilder {
+        self.request(Method::GET, path).bearer_auth(token)
+    }
+
+    pub fn post(&self, path: &str, token: &str, body: Value) -> RequestBuilder {
+        self.request(Method::POST, path).bearer_auth(token).json(&body)
+    }
+
+    /// Registers a user with a name unique to this server.
+    pub async fn register(&self, name: &str) -> TestUser {
+        let email = format!("{name}@example.com");
+        let response = self
+            .request(Method::POST, "/auth/register")
+            .json(&json!({"email": email, "username": name, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("request");
+        let body = expect_status(response, StatusCode::CREATED).await;
+        TestUser {
+            id: body["user"]["id"].as_str().expect("user id").to_owned(),
+            username: name.to_owned(),
+            email,
+            password: PASSWORD.to_owned(),
+            token: body["access_token"].as_str().expect("token").to_owned(),
+        }
+    }
+
+    /// Logs in again as `user`: a second session.
+    pub async fn login(&self, user: &TestUser) -> String {
+        let response = self
+            .request(Method::POST, "/auth/login")
+            .json(&json!({"email": user.email, "password": user.password}))
+            .send()
+            .await
+            .expect("request");
+        let body = expect_status(response, StatusCode::OK).await;
+        body["access_token"].as_str().expect("token").to_owned()
+    }
+
+    /// Creates a room owned by `owner`; returns its id.
+    pub async fn create_room(&self, owner: &TestUser, name: &str) -> String {
+        let response =
+            self.post("/chat/room", &owner.token, json!({"name": name})).send().await.expect("request");
+        let body = expect_status(response, StatusCode::CREATED).await;
+        body["id"].as_str().expect("room id").to_owned()
+    }
+
+    pub async fn join(&self, user: &TestUser, room_id: &str) {
+        let response = self
+            .post(&format!("/chat/room/{room_id}/join"), &user.token, json!({}))
+            .send()
+            .await
+            .expect("request");
+        expect_status(response, StatusCode::OK).await;
+    }
+
+    /// Sends a message; returns the response for the test to inspect.
+    pub async fn send(&self, user: &TestUser, room_id: &str, content: &str) -> Response {
+        self.post("/chat/message", &user.token, json!({"roomId": room_id, "content": content}))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// The messages of a history query (`query` without the leading `?`).
+    pub async fn history(&self, user: &TestUser, query: &str) -> Value {
+        let response =
+            self.get(&format!("/chat/messages?{query}"), &user.token).send().await.expect("request");
+        expect_status(response, StatusCode::OK).await
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.expect("server stops cleanly");
+        }
+    }
+}
+
+/// Asserts the status and returns the JSON body (`null` for an empty one).
+pub async fn expect_status(response: Response, status: StatusCode) -> Value {
+    let actual = response.status();
+    let text = response.text().await.expect("body");
+    assert_eq!(actual, status, "unexpected status; body: {text}");
+    if text.is_empty() { Value::Null } else { serde_json::from_str(&text).expect("JSON body") }
+}
+
+/// Asserts an error response: status, problem+json shape and code; returns the problem.
+pub async fn expect_problem(response: Response, status: StatusCode, code: &str) -> Value {
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let request_id = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let problem = expect_status(response, status).await;
+    assert_eq!(content_type, "application/problem+json", "{problem}");
+    assert_eq!(problem["code"], code, "{problem}");
+    assert_eq!(problem["status"], status.as_u16(), "{problem}");
+    assert_eq!(problem["type"], "about:blank");
+    assert!(problem["title"].as_str().is_some_and(|t| !t.is_empty()), "{problem}");
+    assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()), "{problem}");
+    assert_eq!(problem["requestId"].as_str(), request_id.as_deref(), "requestId must match x-request-id");
+    problem
+}

@@ -1,0 +1,236 @@
+//! Registration, login, sessions and logout, end to end.
+
+use convo_tests::{PASSWORD, expect_problem, expect_status, spawn_app};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test]
+async fn registration_returns_a_token_and_the_user_without_secrets() {
+    let app = spawn_app().await;
+    let response = app
+        .request(Method::POST, "/auth/register")
+        .json(&json!({"email": "Ada@Example.com", "username": "Ada_L", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let body = expect_status(response, StatusCode::CREATED).await;
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3600);
+    assert!(body["access_token"].as_str().is_some_and(|t| t.split('.').count() == 3), "a JWT: {body}");
+    let user = &body["user"];
+    assert_eq!(user["email"], "ada@example.com");
+    assert_eq!(user["username"], "Ada_L");
+    assert!(user["createdAt"].as_str().is_some_and(|t| t.ends_with('Z') || t.ends_with("+00:00")), "{user}");
+    assert_eq!(user.as_object().unwrap().len(), 4, "only id, email, username, createdAt: {user}");
+
+    let me = expect_status(
+        app.get("/auth/me", body["access_token"].as_str().unwrap()).send().await.unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(&me, user);
+}
+
+#[tokio::test]
+async fn email_and_username_are_unique_whatever_their_case() {
+    let app = spawn_app().await;
+    app.register("grace").await;
+    let register = |email: &str, username: &str| {
+        app.request(Method::POST, "/auth/register")
+            .json(&json!({"email": email, "username": username, "password": PASSWORD}))
+            .send()
+    };
+    expect_problem(
+        register("GRACE@example.COM", "other").await.unwrap(),
+        StatusCode::CONFLICT,
+        "EMAIL_TAKEN",
+    )
+    .await;
+    expect_problem(
+        register("new@example.com", "GRACE").await.unwrap(),
+        StatusCode::CONFLICT,
+        "USERNAME_TAKEN",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn registration_validation_names_the_field() {
+    let app = spawn_app().await;
+    let cases = [
+        (json!({"email": "not-an-email", "username": "valid_1", "password": PASSWORD}), "email"),
+        (
+            json!({"email": format!("{}@example.com", "a".repeat(250)), "username": "valid_1", "password": PASSWORD}),
+            "email",
+        ),
+        (json!({"email": "a@example.com", "username": "ab", "password": PASSWORD}), "username"),
+        (json!({"email": "a@example.com", "username": "has space", "password": PASSWORD}), "username"),
+        (json!({"email": "a@example.com", "username": "x".repeat(21), "password": PASSWORD}), "username"),
+        (json!({"email": "a@example.com", "username": "valid_1", "password": "Sh0rt"}), "password"),
+        (json!({"email": "a@example.com", "username": "valid_1", "password": "nouppercase1"}), "password"),
+        (json!({"email": "a@example.com", "username": "valid_1", "password": "NOLOWERCASE1"}), "password"),
+        (json!({"email": "a@example.com", "username": "valid_1", "password": "NoDigitsHere"}), "password"),
+        (json!({"email": "a@example.com", "username": "valid_1"}), "password"),
+        (json!({"email": "a@example.com", "username": 42, "password": PASSWORD}), "username"),
+    ];
+    for (body, field) in cases {
+        let response = app.request(Method::POST, "/auth/register").json(&body).send().await.unwrap();
+        let problem = expect_problem(response, StatusCode::BAD_REQUEST, "VALIDATION_FAILED").await;
+        assert!(problem["detail"].as_str().unwrap().contains(field), "{field}: {problem}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_email_and_wrong_password_get_the_same_answer() {
+    let app = spawn_app().await;
+    let user = app.register("hopper").await;
+    let login = |email: &str, password: &str| {
+        app.request(Method::POST, "/auth/login").json(&json!({"email": email, "password": password})).send()
+    };
+    let wrong = expect_problem(
+        login(&user.email, "Wr0ngPassword").await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "INVALID_CREDENTIALS",
+    )
+    .await;
+    let unknown = expect_problem(
+        login("nobody@example.com", PASSWORD).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "INVALID_CREDENTIALS",
+    )
+    .await;
+    assert_eq!(wrong["detail"], unknown["detail"]);
+
+    let ok = expect_status(login("HOPPER@example.com", PASSWORD).await.unwrap(), StatusCode::OK).await;
+    assert_eq!(ok["user"]["id"], user.id.as_str());
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_email_and_successes_do_not_count() {
+    let app = spawn_app().await;
+    let user = app.register("turing").await;
+    let login = |password: &'static str| {
+        app.request(Method::POST, "/auth/login")
+            .json(&json!({"email": user.email, "password": password}))
+            .send()
+    };
+    // Successful logins never count.
+    for _ in 0..6 {
+        expect_status(login(PASSWORD).await.unwrap(), StatusCode::OK).await;
+    }
+    for _ in 0..5 {
+        expect_problem(
+            login("Wr0ngPassword").await.unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "INVALID_CREDENTIALS",
+        )
+        .await;
+    }
+    // Past the budget even the right password waits for the window to end.
+    let response = login(PASSWORD).await.unwrap();
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=900).contains(&retry_after), "{retry_after}");
+    expect_problem(response, StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_ATTEMPTS").await;
+
+    // Another email is not affected.
+    let other = app.register("lovelace").await;
+    app.login(&other).await;
+}
+
+#[tokio::test]
+async fn a_token_needs_a_live_session() {
+    let app = spawn_app().await;
+    expect_problem(
+        app.request(Method::GET, "/auth/me").send().await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+    )
+    .await;
+    for token in ["garbage", "a.b.c", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."] {
+        expect_problem(
+            app.get("/auth/me", token).send().await.unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+        )
+        .await;
+    }
+    let response = app
+        .request(Method::GET, "/auth/me")
+        .header("authorization", "Basic dXNlcjpwYXNz")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+}
+
+#[tokio::test]
+async fn logout_revokes_only_its_own_session() {
+    let app = spawn_app().await;
+    let user = app.register("knuth").await;
+    let second = app.login(&user).await;
+
+    expect_status(
+        app.post("/auth/logout", &user.token, json!({})).send().await.unwrap(),
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    expect_problem(
+        app.get("/auth/me", &user.token).send().await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+    )
+    .await;
+    expect_status(app.get("/auth/me", &second).send().await.unwrap(), StatusCode::OK).await;
+    // A revoked token cannot log out again.
+    expect_problem(
+        app.post("/auth/logout", &user.token, json!({})).send().await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn logout_all_revokes_every_session_of_the_user_only() {
+    let app = spawn_app().await;
+    let user = app.register("dijkstra").await;
+    let second = app.login(&user).await;
+    let other = app.register("hoare").await;
+
+    expect_status(
+        app.post("/auth/logout-all", &second, json!({})).send().await.unwrap(),
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    for token in [&user.token, &second] {
+        expect_problem(
+            app.get("/auth/me", token).send().await.unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+        )
+        .await;
+    }
+    expect_status(app.get("/auth/me", &other.token).send().await.unwrap(), StatusCode::OK).await;
+    // Logging in again works.
+    let fresh = app.login(&user).await;
+    expect_status(app.get("/auth/me", &fresh).send().await.unwrap(), StatusCode::OK).await;
+}
+
+#[tokio::test]
+async fn sessions_end_after_the_ttl_without_activity_and_slide_with_it() {
+    let app =
+        convo_tests::spawn_app_with(convo_tests::Backend::Sqlite, &[("SESSION_TTL", "2")]).await.unwrap();
+    let user = app.register("sliding").await;
+    let idle = app.login(&user).await;
+    // Activity every second keeps one session alive past the TTL; the idle one ends.
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+        expect_status(app.get("/auth/me", &user.token).send().await.unwrap(), StatusCode::OK).await;
+    }
+    expect_problem(
+        app.get("/auth/me", &idle).send().await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+    )
+    .await;
+}
