@@ -2,7 +2,7 @@
 # `make test` runs every test against SQLite and the local PostgreSQL.
 CARGO ?= cargo
 
-.PHONY: run test services openapi fmt lint build clean
+.PHONY: run test bench services openapi fmt lint build clean
 
 ## Build in release mode and serve on the embedded default (migrations are applied at start-up).
 run:
@@ -12,6 +12,12 @@ run:
 ## Run the whole test suite (starts PostgreSQL and Redis here if they are down).
 test: services
 	$(CARGO) test --workspace --all-targets --locked
+
+## Measure REST throughput and latency (release build) on SQLite, then on PostgreSQL.
+bench: services
+	$(CARGO) build --release --locked -p convo-tests --bin convo-bench
+	./target/release/convo-bench sqlite 64 10
+	./target/release/convo-bench postgres 64 10
 
 services:
 	@.ci/services

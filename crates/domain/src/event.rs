@@ -26,6 +26,17 @@ pub enum Event {
         room_id: RoomId,
         user: UserRef,
     },
+    /// A user is typing in the room; nothing is stored.
+    Typing {
+        room_id: RoomId,
+        user: UserRef,
+    },
+    /// A user's first connection opened (`online`) or last one closed, told to each room of theirs.
+    Presence {
+        room_id: RoomId,
+        user: UserRef,
+        online: bool,
+    },
     /// These sessions ended (logout, logout-all): their connections must close.
     SessionsRevoked {
         user_id: UserId,
@@ -46,7 +57,9 @@ impl Event {
             Self::MessageCreated(message) | Self::MessageEdited(message) => Topic::Room(message.room_id),
             Self::MessageDeleted { room_id, .. }
             | Self::MemberJoined { room_id, .. }
-            | Self::MemberLeft { room_id, .. } => Topic::Room(*room_id),
+            | Self::MemberLeft { room_id, .. }
+            | Self::Typing { room_id, .. }
+            | Self::Presence { room_id, .. } => Topic::Room(*room_id),
             Self::SessionsRevoked { user_id, .. } => Topic::User(*user_id),
         }
     }

@@ -41,7 +41,7 @@ pub use rate_limit::{RateDecision, RateLimit, RateLimiter};
 pub use room::{
     DirectoryQuery, Member, Membership, NewRoom, Room, RoomName, RoomRepository, RoomSummary, name_key,
 };
-pub use session::{Claims, Principal, Session, SessionStore, TokenCodec};
+pub use session::{Claims, Principal, Session, SessionStore, TicketStore, TokenCodec};
 pub use user::{
     Credentials, Email, Password, PasswordHash, PasswordHasher, User, UserRef, UserRepository, Username,
 };

@@ -55,3 +55,14 @@ pub trait TokenCodec: Send + Sync {
     /// `Unauthenticated` for a token that is malformed, forged or past `exp`.
     fn decode(&self, token: &str) -> DomainResult<Claims>;
 }
+
+/// Single-use tickets that let a browser, which cannot set headers on a WebSocket handshake,
+/// open one: a ticket names a principal for a short time and can be redeemed once, on any
+/// instance.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait TicketStore: Send + Sync {
+    async fn issue(&self, ticket: &str, principal: Principal, ttl: Duration) -> DomainResult<()>;
+    /// The principal the ticket was issued for, at most once and only within its ttl.
+    async fn redeem(&self, ticket: &str) -> DomainResult<Option<Principal>>;
+}

@@ -15,9 +15,11 @@ mod presence;
 mod rate_limit;
 mod session;
 mod shard;
+mod ticket;
 
 pub use cache::InMemoryMessageCache;
 pub use events::InMemoryEventBus;
 pub use presence::InMemoryPresence;
 pub use rate_limit::InMemoryRateLimiter;
 pub use session::InMemorySessionStore;
+pub use ticket::InMemoryTicketStore;

@@ -5,6 +5,7 @@
 //! adapters for sessions, rate limits, the message cache, events and presence), builds the
 //! domain services, and serves the api crate's application until a shutdown signal.
 
+pub mod adapters;
 pub mod config;
 
 use std::io;
@@ -13,11 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convo_api::{AppState, HttpSettings};
-use convo_crypto::{Argon2PasswordHasher, JwtTokenCodec};
 use convo_domain::{AuthPorts, AuthService, AuthSettings, ChatPorts, ChatService, RateLimit, SystemClock};
-use convo_memory::{
-    InMemoryEventBus, InMemoryMessageCache, InMemoryPresence, InMemoryRateLimiter, InMemorySessionStore,
-};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -54,42 +51,34 @@ pub async fn migrate(config: &Config) -> Result<(), StartError> {
 pub async fn build_app(
     config: &Config,
 ) -> Result<poem::endpoint::BoxEndpoint<'static, poem::Response>, StartError> {
-    if config.redis_url.is_some() {
-        return Err(StartError::RedisUnsupported);
-    }
-    let store = convo_sql::connect(&config.database_url).await?;
-    store.migrate().await?;
-    let store = Arc::new(store);
-
-    let limiter = Arc::new(InMemoryRateLimiter::new());
-    let events = Arc::new(InMemoryEventBus::default());
+    let adapters = adapters::build(config).await?;
     let clock = Arc::new(SystemClock);
     let auth = AuthService::new(
         AuthPorts {
-            users: store.clone(),
-            hasher: Arc::new(Argon2PasswordHasher::new()),
-            sessions: Arc::new(InMemorySessionStore::new()),
-            tokens: Arc::new(JwtTokenCodec::new(config.jwt_secret_bytes())),
-            limiter: limiter.clone(),
-            events: events.clone(),
+            users: adapters.users.clone(),
+            hasher: adapters.hasher,
+            sessions: adapters.sessions,
+            tokens: adapters.tokens,
+            limiter: adapters.limiter.clone(),
+            events: adapters.events.clone(),
             clock: clock.clone(),
         },
         AuthSettings { session_ttl: config.session_ttl, ..AuthSettings::default() },
     );
     let chat = ChatService::new(
         ChatPorts {
-            users: store.clone(),
-            rooms: store.clone(),
-            messages: store.clone(),
-            cache: Arc::new(InMemoryMessageCache::default()),
-            limiter,
-            events,
-            presence: Arc::new(InMemoryPresence::new()),
+            users: adapters.users,
+            rooms: adapters.rooms,
+            messages: adapters.messages,
+            cache: adapters.cache,
+            limiter: adapters.limiter,
+            events: adapters.events,
+            presence: adapters.presence,
             clock,
         },
         RateLimit { points: config.rate_limit_points, window: config.rate_limit_duration },
     );
-    let state = AppState { auth: Arc::new(auth), chat: Arc::new(chat), probes: vec![store] };
+    let state = AppState { auth: Arc::new(auth), chat: Arc::new(chat), probes: adapters.probes };
     Ok(convo_api::app(state, &HttpSettings { cors_origins: config.cors_origins.clone() }))
 }
 

@@ -1,0 +1,56 @@
+//! WebSocket tickets in a process-local map, sharded by ticket.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use convo_domain::{DomainResult, Principal, TicketStore};
+use tokio::time::Instant;
+
+use crate::shard::{SHARDS, Shards, Sweep, deadline};
+
+/// [`TicketStore`] for a single instance: a redeemed ticket is removed at once; unredeemed
+/// ones are swept out after they expire.
+#[derive(Debug)]
+pub struct InMemoryTicketStore {
+    shards: Shards<TicketShard>,
+}
+
+#[derive(Debug)]
+struct TicketShard {
+    tickets: HashMap<String, (Principal, Instant)>,
+    sweep: Sweep,
+}
+
+impl InMemoryTicketStore {
+    pub fn new() -> Self {
+        Self { shards: Shards::new(SHARDS, || TicketShard { tickets: HashMap::new(), sweep: Sweep::new() }) }
+    }
+}
+
+impl Default for InMemoryTicketStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl TicketStore for InMemoryTicketStore {
+    async fn issue(&self, ticket: &str, principal: Principal, ttl: Duration) -> DomainResult<()> {
+        let now = Instant::now();
+        let mut shard = self.shards.of(ticket);
+        if shard.sweep.is_due(shard.tickets.len(), now) {
+            shard.tickets.retain(|_, (_, expires_at)| *expires_at > now);
+            let len = shard.tickets.len();
+            shard.sweep.done(len, now);
+        }
+        shard.tickets.insert(ticket.to_owned(), (principal, deadline(now, ttl)));
+        Ok(())
+    }
+
+    async fn redeem(&self, ticket: &str) -> DomainResult<Option<Principal>> {
+        let now = Instant::now();
+        let redeemed = self.shards.of(ticket).tickets.remove(ticket);
+        Ok(redeemed.filter(|(_, expires_at)| *expires_at > now).map(|(principal, _)| principal))
+    }
+}
