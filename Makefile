@@ -13,11 +13,14 @@ run:
 test: services
 	$(CARGO) test --workspace --all-targets --locked
 
-## Measure REST throughput and latency (release build) on SQLite, then on PostgreSQL.
+## Measure (release builds): REST sends and history reads with 64 connections on SQLite and
+## PostgreSQL; WebSocket fan-out to 1000 subscribers; server memory per idle WebSocket.
 bench: services
-	$(CARGO) build --release --locked -p convo-tests --bin convo-bench
+	$(CARGO) build --release --locked -p convo-server -p convo-tests --bins
 	./target/release/convo-bench sqlite 64 10
 	./target/release/convo-bench postgres 64 10
+	./target/release/convo-ws-bench fanout 1000 100 10
+	./target/release/convo-ws-bench idle 10000
 
 services:
 	@.ci/services

@@ -2,6 +2,9 @@
 //! against a fresh database of its own and hands back a client for it. Each test owns its server
 //! and its data, so the suite runs in parallel.
 
+pub mod redis;
+pub mod ws;
+
 use std::collections::HashMap;
 
 use convo_server::{Config, RunningServer};
@@ -22,7 +25,10 @@ pub struct TestApp {
     pub base_url: String,
     pub client: reqwest::Client,
     server: Option<RunningServer>,
-    _database: TestDatabase,
+    /// `None` for a second server on a database another `TestApp` owns.
+    _database: Option<TestDatabase>,
+    /// The `DATABASE_URL` the server runs on.
+    pub database_url: String,
 }
 
 /// A server on SQLite with the default configuration.
@@ -50,7 +56,8 @@ pub async fn spawn_app_with(backend: Backend, vars: &[(&str, &str)]) -> Option<T
         base_url: format!("http://{}", server.address()),
         client: reqwest::Client::new(),
         server: Some(server),
-        _database: database,
+        database_url: database.url().to_owned(),
+        _database: Some(database),
     })
 }
 

@@ -115,6 +115,23 @@ pub enum LogoutResponse {
     Done,
 }
 
+/// A ticket that opens one WebSocket: `GET /ws?ticket=...`.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct WsTicket {
+    /// Single use.
+    pub ticket: String,
+    /// Seconds it stays valid (30).
+    pub expires_in: u64,
+}
+
+#[derive(ApiResponse)]
+pub enum WsTicketResponse {
+    /// A fresh ticket.
+    #[oai(status = 200)]
+    Ok(Json<WsTicket>),
+}
+
 #[derive(ApiResponse)]
 pub enum MeResponse {
     /// The caller's account.
@@ -194,6 +211,23 @@ impl AuthApi {
     ) -> Result<LogoutResponse, SessionError> {
         state.auth.logout_all(&caller.0).await?;
         Ok(LogoutResponse::Done)
+    }
+
+    /// A WebSocket ticket
+    ///
+    /// For browsers, which cannot set `Authorization` on a WebSocket handshake: open
+    /// `GET /ws?ticket=...` within 30 seconds. Each ticket opens one connection.
+    #[oai(path = "/ws/ticket", method = "post", operation_id = "createWsTicket")]
+    async fn ws_ticket(
+        &self,
+        state: Data<&AppState>,
+        caller: BearerAuth,
+    ) -> Result<WsTicketResponse, SessionError> {
+        let ticket = state.auth.issue_ws_ticket(&caller.0).await?;
+        Ok(WsTicketResponse::Ok(Json(WsTicket {
+            ticket: ticket.ticket,
+            expires_in: ticket.expires_in.as_secs(),
+        })))
     }
 
     /// The caller's account

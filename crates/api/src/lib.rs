@@ -1,7 +1,7 @@
 //! # Convo's HTTP API
 //!
 //! The inbound adapter of the hexagon: REST routes with poem-openapi, Swagger UI at `/docs`, the
-//! OpenAPI document at `/openapi.json`, `/metrics`, and (later) the WebSocket gateway. It calls
+//! OpenAPI document at `/openapi.json`, `/metrics`, and the WebSocket gateway at `/ws`. It calls
 //! the domain's use cases and knows no adapter: the server crate hands it an [`AppState`] built
 //! from whichever adapters the configuration chose.
 //!
@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod problem;
 pub mod rooms;
 pub mod state;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -76,15 +77,31 @@ pub fn openapi_json() -> String {
 }
 
 /// How the HTTP surface is set up, beyond the domain services.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HttpSettings {
     /// Origins allowed to call the API from a browser; empty allows none.
     pub cors_origins: Vec<String>,
+    /// Frames a WebSocket may have queued before it is closed with 4008.
+    pub ws_outbound_queue: usize,
+    /// Closes every WebSocket with 1001 when triggered.
+    pub shutdown: ws::Shutdown,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self { cors_origins: Vec::new(), ws_outbound_queue: 4096, shutdown: ws::Shutdown::new() }
+    }
 }
 
 /// The whole HTTP application: REST, docs, document and metrics, behind the edge middleware.
 pub fn app(state: AppState, settings: &HttpSettings) -> BoxEndpoint<'static, Response> {
     let metrics = Arc::new(Metrics::default());
+    let gateway = ws::Gateway::new(
+        state.auth.clone(),
+        state.chat.clone(),
+        settings.ws_outbound_queue,
+        &settings.shutdown,
+    );
     let api = openapi_service();
     let docs = api.swagger_ui();
     let document = api.spec_endpoint();
@@ -93,6 +110,8 @@ pub fn app(state: AppState, settings: &HttpSettings) -> BoxEndpoint<'static, Res
         .nest("/docs", docs)
         .at("/openapi.json", document)
         .at("/metrics", get(metrics::metrics_endpoint))
+        .at("/ws", get(ws::endpoint))
+        .data(gateway)
         .data(state)
         .data(metrics.clone());
     let cors = (!settings.cors_origins.is_empty()).then(|| {

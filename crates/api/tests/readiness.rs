@@ -11,8 +11,8 @@ use convo_domain::{
 };
 use convo_domain::{
     event::MockEventBus, message::MockMessageRepository, presence::MockPresence, rate_limit::MockRateLimiter,
-    room::MockRoomRepository, session::MockSessionStore, session::MockTokenCodec, user::MockPasswordHasher,
-    user::MockUserRepository,
+    room::MockRoomRepository, session::MockSessionStore, session::MockTicketStore, session::MockTokenCodec,
+    user::MockPasswordHasher, user::MockUserRepository,
 };
 use poem::http::StatusCode;
 use poem::test::TestClient;
@@ -33,6 +33,7 @@ fn state(probes: Vec<Arc<dyn Probe>>) -> AppState {
             users: Arc::new(MockUserRepository::new()),
             hasher: Arc::new(MockPasswordHasher::new()),
             sessions: Arc::new(MockSessionStore::new()),
+            tickets: Arc::new(MockTicketStore::new()),
             tokens: Arc::new(MockTokenCodec::new()),
             limiter: Arc::new(MockRateLimiter::new()),
             events: Arc::new(MockEventBus::new()),

@@ -2,7 +2,7 @@
 //!
 //! The behaviour every adapter of the domain's stateful ports must show, written once as
 //! library code so that each adapter proves it with the same assertions: the in-process
-//! adapters of `convo-memory` today, the Redis adapters later. This crate sits outside the
+//! adapters of `convo-memory` and the Redis adapters of `convo-redis`. This crate sits outside the
 //! hexagon, beside the adapters: it depends on the domain only and is used by adapter crates'
 //! tests, never by the server.
 //!
@@ -32,6 +32,7 @@ pub mod fixture;
 pub mod presence;
 pub mod rate_limit;
 pub mod session;
+pub mod ticket;
 
 pub use fixture::{Case, Fixture, fixture};
 
@@ -54,6 +55,23 @@ macro_rules! session_store_contract {
     };
     ($factory:expr $(,)?) => {
         $crate::session_store_contract! { @bodies tests($factory) }
+    };
+}
+
+/// Runs every [`TicketStore`](convo_domain::TicketStore) body as its own test.
+#[macro_export]
+macro_rules! ticket_store_contract {
+    (@bodies $($mode:tt)*) => {
+        $crate::__suite! { $($mode)* ticket:
+            issued_ticket_redeems_once,
+            unknown_ticket_is_none,
+            ticket_expires_after_its_ttl,
+            tickets_are_independent,
+            concurrent_redeems_succeed_exactly_once,
+        }
+    };
+    ($factory:expr $(,)?) => {
+        $crate::ticket_store_contract! { @bodies tests($factory) }
     };
 }
 

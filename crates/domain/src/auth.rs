@@ -11,7 +11,7 @@ use crate::error::{DomainError, DomainResult};
 use crate::event::{Event, EventBus};
 use crate::id::{SessionId, UserId};
 use crate::rate_limit::{RateDecision, RateLimit, RateLimiter};
-use crate::session::{Claims, Principal, Session, SessionStore, TokenCodec};
+use crate::session::{Claims, Principal, Session, SessionStore, TicketStore, TokenCodec};
 use crate::user::{Email, Password, PasswordHash, PasswordHasher, User, UserRepository, Username};
 
 /// How sessions and login throttling behave.
@@ -49,12 +49,23 @@ pub struct IssuedToken {
     pub user: User,
 }
 
+/// How long a WebSocket ticket may wait to be redeemed.
+pub const WS_TICKET_TTL: Duration = Duration::from_secs(30);
+
+/// A single-use ticket that opens one WebSocket as the principal it was issued to.
+#[derive(Debug, Clone)]
+pub struct WsTicket {
+    pub ticket: String,
+    pub expires_in: Duration,
+}
+
 /// The ports authentication needs.
 #[derive(Clone)]
 pub struct AuthPorts {
     pub users: Arc<dyn UserRepository>,
     pub hasher: Arc<dyn PasswordHasher>,
     pub sessions: Arc<dyn SessionStore>,
+    pub tickets: Arc<dyn TicketStore>,
     pub tokens: Arc<dyn TokenCodec>,
     pub limiter: Arc<dyn RateLimiter>,
     pub events: Arc<dyn EventBus>,
@@ -133,12 +144,34 @@ impl AuthService {
     /// The caller named by a bearer token, whose session is alive; extends the session.
     pub async fn authenticate(&self, token: &str) -> DomainResult<Principal> {
         let claims = self.ports.tokens.decode(token)?;
-        match self.ports.sessions.touch(claims.sid, self.settings.session_ttl).await? {
-            Some(session) if session.user_id == claims.sub => {
-                Ok(Principal { user_id: claims.sub, session_id: claims.sid })
-            }
+        let principal = Principal { user_id: claims.sub, session_id: claims.sid };
+        self.check_session(&principal).await?;
+        Ok(principal)
+    }
+
+    /// `Unauthenticated` unless the principal's session is alive; a live session is extended,
+    /// as any activity extends it.
+    pub async fn check_session(&self, principal: &Principal) -> DomainResult<()> {
+        match self.ports.sessions.touch(principal.session_id, self.settings.session_ttl).await? {
+            Some(session) if session.user_id == principal.user_id => Ok(()),
             _ => Err(DomainError::Unauthenticated),
         }
+    }
+
+    /// A ticket that opens one WebSocket as the caller within [`WS_TICKET_TTL`], for browsers,
+    /// which cannot send an `Authorization` header with the handshake.
+    pub async fn issue_ws_ticket(&self, principal: &Principal) -> DomainResult<WsTicket> {
+        // 244 random bits, URL-safe.
+        let ticket = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        self.ports.tickets.issue(&ticket, *principal, WS_TICKET_TTL).await?;
+        Ok(WsTicket { ticket, expires_in: WS_TICKET_TTL })
+    }
+
+    /// The principal a ticket was issued to, once, while its session lives.
+    pub async fn redeem_ws_ticket(&self, ticket: &str) -> DomainResult<Principal> {
+        let principal = self.ports.tickets.redeem(ticket).await?.ok_or(DomainError::Unauthenticated)?;
+        self.check_session(&principal).await?;
+        Ok(principal)
     }
 
     /// The caller's own account.
@@ -216,7 +249,7 @@ mod tests {
     use crate::clock::MockClock;
     use crate::event::MockEventBus;
     use crate::rate_limit::MockRateLimiter;
-    use crate::session::{MockSessionStore, MockTokenCodec};
+    use crate::session::{MockSessionStore, MockTicketStore, MockTokenCodec};
     use crate::user::{Credentials, MockPasswordHasher, MockUserRepository};
 
     /// Mocks with nothing expected: any call a test did not ask for fails it.
@@ -224,6 +257,7 @@ mod tests {
         users: MockUserRepository,
         hasher: MockPasswordHasher,
         sessions: MockSessionStore,
+        tickets: MockTicketStore,
         tokens: MockTokenCodec,
         limiter: MockRateLimiter,
         events: MockEventBus,
@@ -235,6 +269,7 @@ mod tests {
                 users: MockUserRepository::new(),
                 hasher: MockPasswordHasher::new(),
                 sessions: MockSessionStore::new(),
+                tickets: MockTicketStore::new(),
                 tokens: MockTokenCodec::new(),
                 limiter: MockRateLimiter::new(),
                 events: MockEventBus::new(),
@@ -249,6 +284,7 @@ mod tests {
                     users: Arc::new(self.users),
                     hasher: Arc::new(self.hasher),
                     sessions: Arc::new(self.sessions),
+                    tickets: Arc::new(self.tickets),
                     tokens: Arc::new(self.tokens),
                     limiter: Arc::new(self.limiter),
                     events: Arc::new(self.events),
@@ -475,5 +511,40 @@ mod tests {
             .times(1)
             .returning(|_| Ok(()));
         mocks.service().logout_all(&principal).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_ticket_is_redeemed_once_and_only_while_its_session_lives() {
+        let principal = Principal { user_id: UserId::generate(), session_id: SessionId::generate() };
+        let mut mocks = Mocks::new();
+        let issued = Arc::new(Mutex::new(String::new()));
+        let seen = issued.clone();
+        mocks
+            .tickets
+            .expect_issue()
+            .withf(move |ticket, p, ttl| {
+                *seen.lock().unwrap() = ticket.to_owned();
+                *p == principal && *ttl == WS_TICKET_TTL && ticket.len() == 64
+            })
+            .times(1)
+            .returning(|_, _, _| Ok(()));
+        let mut redeemed = false;
+        mocks
+            .tickets
+            .expect_redeem()
+            .times(2)
+            .returning(move |_| Ok((!std::mem::replace(&mut redeemed, true)).then_some(principal)));
+        let user = principal.user_id;
+        mocks
+            .sessions
+            .expect_touch()
+            .times(1)
+            .returning(move |id, _| Ok(Some(Session { id, user_id: user, created_at: Utc::now() })));
+        let service = mocks.service();
+
+        let ticket = service.issue_ws_ticket(&principal).await.unwrap();
+        assert_eq!(ticket.ticket, *issued.lock().unwrap());
+        assert_eq!(service.redeem_ws_ticket(&ticket.ticket).await.unwrap(), principal);
+        assert!(matches!(service.redeem_ws_ticket(&ticket.ticket).await, Err(DomainError::Unauthenticated)));
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::error::{DomainError, DomainResult, ValidationError};
-use crate::event::{Event, EventBus};
+use crate::event::{Event, EventBus, EventReceiver, Topic};
 use crate::id::{MessageId, RoomId, UserId};
 use crate::message::{
     CachedPage, ClientMessageId, HistoryPage, HistoryQuery, Message, MessageCache, MessageContent,
@@ -20,6 +20,21 @@ use crate::user::{UserRef, UserRepository};
 pub enum RoomRef {
     Id(RoomId),
     Name(RoomName),
+}
+
+/// A `join` with `sinceSeq` replays at most this many missed messages; past it, the client is
+/// told to read history over REST.
+pub const MAX_REPLAY: i64 = 1000;
+
+/// What a resuming connection missed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    /// The missed messages, ascending by seq (empty when truncated).
+    pub messages: Vec<Message>,
+    /// The highest seq the replay covers: live messages above it follow.
+    pub last_seq: i64,
+    /// More than [`MAX_REPLAY`] were missed; nothing was replayed.
+    pub truncated: bool,
 }
 
 /// The ports the chat use cases need.
@@ -120,7 +135,7 @@ impl ChatService {
         if let Some(key) = &client_message_id
             && let Some(existing) = self.ports.messages.find_by_client_id(author, key).await?
         {
-            return self.replay(existing, room_id);
+            return self.replay_send(existing, room_id);
         }
 
         let key = format!("send:{author}");
@@ -141,7 +156,7 @@ impl ChatService {
         let posted = self.ports.messages.insert(&message).await?;
         if !posted.created {
             // Another request with the same key won the race.
-            return self.replay(posted.message, room_id);
+            return self.replay_send(posted.message, room_id);
         }
         if let Err(error) = self.ports.cache.message_stored(&posted.message).await {
             tracing::warn!(%error, "could not cache a new message");
@@ -195,8 +210,9 @@ impl ChatService {
         Ok(edited)
     }
 
-    /// Deletes a message: the author may delete their own, the room's owner any.
-    pub async fn delete(&self, user: UserId, id: MessageId) -> DomainResult<()> {
+    /// Deletes a message: the author may delete their own, the room's owner any. Returns the
+    /// room it was in.
+    pub async fn delete(&self, user: UserId, id: MessageId) -> DomainResult<RoomId> {
         let message = self.find_message(id).await?;
         if message.author.id != user && self.find_room(message.room_id).await?.owner_id != user {
             return Err(DomainError::NotTheAuthor);
@@ -206,6 +222,98 @@ impl ChatService {
                 tracing::warn!(%error, "could not remove a deleted message from the cache");
             }
             self.announce(Event::MessageDeleted { room_id: message.room_id, message_id: id }).await;
+        }
+        Ok(message.room_id)
+    }
+
+    /// For a member opening a room's live stream: the room's latest seq, and with `since` the
+    /// messages after it (unless more than [`MAX_REPLAY`] were missed).
+    pub async fn replay(&self, user: UserId, room: RoomId, since: Option<i64>) -> DomainResult<Replay> {
+        self.require_member(room, user).await?;
+        let last_seq = self.find_room(room).await?.last_seq;
+        let Some(since) = since else {
+            return Ok(Replay { messages: Vec::new(), last_seq, truncated: false });
+        };
+        if last_seq - since > MAX_REPLAY {
+            return Ok(Replay { messages: Vec::new(), last_seq, truncated: true });
+        }
+        let mut messages = Vec::new();
+        let mut after = since.max(0);
+        while after < last_seq {
+            let query = HistoryQuery { before: None, after: Some(after), limit: RECENT_MESSAGES };
+            let page = self.ports.messages.history(room, &query).await?;
+            let Some(last) = page.messages.last() else { break };
+            after = last.seq;
+            messages.extend(page.messages);
+            if !page.has_more {
+                break;
+            }
+        }
+        // Messages committed while paging are replayed too; the live stream starts above them.
+        let last_seq = last_seq.max(after);
+        Ok(Replay { messages, last_seq, truncated: false })
+    }
+
+    /// The messages of a room with a seq in `after+1 .. before`, for a live stream filling a gap
+    /// it noticed (no membership check: the stream is already authorised).
+    pub async fn messages_between(
+        &self,
+        room: RoomId,
+        after: i64,
+        before: i64,
+    ) -> DomainResult<Vec<Message>> {
+        let mut messages = Vec::new();
+        let mut after = after;
+        while after + 1 < before {
+            let query = HistoryQuery { before: Some(before), after: Some(after), limit: RECENT_MESSAGES };
+            let page = self.ports.messages.history(room, &query).await?;
+            let Some(last) = page.messages.last() else { break };
+            after = last.seq;
+            messages.extend(page.messages);
+            if !page.has_more {
+                break;
+            }
+        }
+        Ok(messages)
+    }
+
+    /// The live events of a room or of a user, for a gateway that has already checked the
+    /// caller may see them.
+    pub async fn subscribe(&self, topic: Topic) -> DomainResult<EventReceiver> {
+        self.ports.events.subscribe(topic).await
+    }
+
+    /// The seq of the room's latest message (0 before the first).
+    pub async fn last_seq(&self, room: RoomId) -> DomainResult<i64> {
+        Ok(self.find_room(room).await?.last_seq)
+    }
+
+    /// Tells the room's other subscribers that `user` is typing; nothing is stored.
+    pub async fn typing(&self, user: &UserRef, room: RoomId) -> DomainResult<()> {
+        self.require_member(room, user.id).await?;
+        self.announce(Event::Typing { room_id: room, user: user.clone() }).await;
+        Ok(())
+    }
+
+    /// Records a new live connection of `user`; the first one tells every room of theirs.
+    pub async fn connected(&self, user: &UserRef) -> DomainResult<()> {
+        if self.ports.presence.connected(user.id).await? {
+            self.announce_presence(user, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Records a closed connection of `user`; the last one tells every room of theirs.
+    pub async fn disconnected(&self, user: &UserRef) -> DomainResult<()> {
+        if self.ports.presence.disconnected(user.id).await? {
+            self.announce_presence(user, false).await?;
+        }
+        Ok(())
+    }
+
+    async fn announce_presence(&self, user: &UserRef, online: bool) -> DomainResult<()> {
+        for summary in self.ports.rooms.rooms_of(user.id).await? {
+            self.announce(Event::Presence { room_id: summary.room.id, user: user.clone(), online }).await;
         }
         Ok(())
     }
@@ -241,7 +349,7 @@ impl ChatService {
     }
 
     /// A retried send: the original message, provided the key was used for the same room.
-    fn replay(&self, existing: Message, room: RoomId) -> DomainResult<Posted> {
+    fn replay_send(&self, existing: Message, room: RoomId) -> DomainResult<Posted> {
         if existing.room_id != room {
             return Err(ValidationError::new(
                 "clientMessageId",
@@ -660,5 +768,96 @@ mod tests {
         let members = mocks.service().members(online, room).await.unwrap();
         let flags: Vec<(UserId, bool)> = members.iter().map(|m| (m.user_id, m.online)).collect();
         assert_eq!(flags, [(online, true), (offline, false)]);
+    }
+
+    fn room(id: RoomId, owner: UserId, last_seq: i64) -> Room {
+        Room {
+            id,
+            name: RoomName::parse("r").unwrap(),
+            owner_id: owner,
+            created_at: Utc::now(),
+            member_count: 1,
+            last_seq,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_join_without_since_only_reports_the_latest_seq() {
+        let (room_id, user) = (RoomId::generate(), UserId::generate());
+        let mut mocks = Mocks::new();
+        mocks.member_of_every_room();
+        mocks.rooms.expect_find().returning(move |_| Ok(Some(room(room_id, user, 12))));
+        mocks.messages.expect_history().never();
+        let replay = mocks.service().replay(user, room_id, None).await.unwrap();
+        assert_eq!(replay, Replay { messages: Vec::new(), last_seq: 12, truncated: false });
+    }
+
+    #[tokio::test]
+    async fn a_long_absence_is_truncated_without_reading_history() {
+        let (room_id, user) = (RoomId::generate(), UserId::generate());
+        let mut mocks = Mocks::new();
+        mocks.member_of_every_room();
+        mocks.rooms.expect_find().returning(move |_| Ok(Some(room(room_id, user, 1500))));
+        mocks.messages.expect_history().never();
+        let replay = mocks.service().replay(user, room_id, Some(499)).await.unwrap();
+        assert!(replay.truncated);
+        assert_eq!(replay.last_seq, 1500);
+        let replay_ok = {
+            let mut mocks = Mocks::new();
+            mocks.member_of_every_room();
+            mocks.rooms.expect_find().returning(move |_| Ok(Some(room(room_id, user, 1500))));
+            mocks.messages.expect_history().returning(|_, _| Ok(HistoryPage::default()));
+            mocks.service().replay(user, room_id, Some(500)).await.unwrap()
+        };
+        assert!(!replay_ok.truncated, "exactly 1000 missed is replayed");
+    }
+
+    #[tokio::test]
+    async fn a_replay_pages_through_everything_after_since() {
+        let (room_id, user) = (RoomId::generate(), UserId::generate());
+        let mut mocks = Mocks::new();
+        mocks.member_of_every_room();
+        mocks.rooms.expect_find().returning(move |_| Ok(Some(room(room_id, user, 250))));
+        mocks.messages.expect_history().times(2).returning(move |_, query| {
+            let after = query.after.unwrap();
+            let top = (after + i64::from(query.limit)).min(250);
+            Ok(HistoryPage {
+                messages: (after + 1..=top).map(|seq| message(room_id, user, seq)).collect(),
+                has_more: top < 250,
+            })
+        });
+        let replay = mocks.service().replay(user, room_id, Some(50)).await.unwrap();
+        let seqs: Vec<i64> = replay.messages.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, (51..=250).collect::<Vec<_>>());
+        assert_eq!(replay.last_seq, 250);
+    }
+
+    #[tokio::test]
+    async fn only_the_first_connection_announces_presence_to_each_room() {
+        let user = UserRef { id: UserId::generate(), username: Username::parse("ada").unwrap() };
+        let rooms = [RoomId::generate(), RoomId::generate()];
+        let mut mocks = Mocks::new();
+        let mut first = true;
+        mocks
+            .presence
+            .expect_connected()
+            .times(2)
+            .returning(move |_| Ok(std::mem::replace(&mut first, false)));
+        let id = user.id;
+        mocks.rooms.expect_rooms_of().times(1).returning(move |_| {
+            Ok(rooms
+                .iter()
+                .map(|r| RoomSummary { room: room(*r, id, 0), joined_at: Utc::now(), last_message_at: None })
+                .collect())
+        });
+        mocks
+            .events
+            .expect_publish()
+            .withf(move |event| matches!(event, Event::Presence { online: true, user, .. } if user.id == id))
+            .times(2)
+            .returning(|_| Ok(()));
+        let service = mocks.service();
+        service.connected(&user).await.unwrap();
+        service.connected(&user).await.unwrap();
     }
 }

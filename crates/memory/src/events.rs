@@ -25,6 +25,10 @@ impl InMemoryEventBus {
     pub const DEFAULT_CAPACITY: usize = 256;
     /// Every channel allocates its capacity up front; beyond this it is a mistake.
     const MAX_CAPACITY: usize = 1 << 16;
+    /// A user's topic carries only the rare end of their sessions, and there is one per online
+    /// user: a few slots keep an idle connection small. A receiver that lags there rechecks
+    /// its session instead.
+    pub const USER_TOPIC_CAPACITY: usize = 4;
 
     /// A bus whose subscribers may each fall `capacity` events behind (clamped to 1..=65536).
     pub fn new(capacity: usize) -> Self {
@@ -82,7 +86,10 @@ impl EventBus for InMemoryEventBus {
     async fn subscribe(&self, topic: Topic) -> DomainResult<EventReceiver> {
         let mut shard = self.shards.of(&topic);
         shard.sweep_if_due();
-        let capacity = self.capacity;
+        let capacity = match topic {
+            Topic::Room(_) => self.capacity,
+            Topic::User(_) => Self::USER_TOPIC_CAPACITY.min(self.capacity),
+        };
         let sender = shard.channels.entry(topic).or_insert_with(|| broadcast::channel(capacity).0);
         Ok(sender.subscribe())
     }

@@ -5,11 +5,17 @@ use std::sync::Arc;
 
 use convo_memory::{
     InMemoryEventBus, InMemoryMessageCache, InMemoryPresence, InMemoryRateLimiter, InMemorySessionStore,
+    InMemoryTicketStore,
 };
 
 mod session_store {
     use super::*;
     convo_contract::session_store_contract!(async { Arc::new(InMemorySessionStore::new()) });
+}
+
+mod ticket_store {
+    use super::*;
+    convo_contract::ticket_store_contract!(async { Arc::new(InMemoryTicketStore::new()) });
 }
 
 mod rate_limiter {

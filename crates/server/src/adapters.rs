@@ -12,6 +12,10 @@ use convo_memory::{
     InMemoryEventBus, InMemoryMessageCache, InMemoryPresence, InMemoryRateLimiter, InMemorySessionStore,
     InMemoryTicketStore,
 };
+use convo_redis::{
+    RedisConnection, RedisEventBus, RedisMessageCache, RedisPresence, RedisProbe, RedisRateLimiter,
+    RedisSessionStore, RedisSettings, RedisTicketStore,
+};
 
 use crate::{Config, StartError};
 
@@ -32,27 +36,69 @@ pub struct Adapters {
     pub probes: Vec<Arc<dyn Probe>>,
 }
 
-/// Connects storage (applying migrations) and builds the rest: with `REDIS_URL` unset, the
-/// in-process adapters of a single instance.
+/// The adapters of the stateful ports other than storage.
+struct Shared {
+    sessions: Arc<dyn SessionStore>,
+    tickets: Arc<dyn TicketStore>,
+    limiter: Arc<dyn RateLimiter>,
+    cache: Arc<dyn MessageCache>,
+    events: Arc<dyn EventBus>,
+    presence: Arc<dyn Presence>,
+    probe: Option<Arc<dyn Probe>>,
+}
+
+/// Connects storage (applying migrations) and builds the rest: with `REDIS_URL` set, the Redis
+/// adapters every instance shares; unset, the in-process adapters of a single instance.
 pub async fn build(config: &Config) -> Result<Adapters, StartError> {
-    if config.redis_url.is_some() {
-        return Err(StartError::RedisUnsupported);
-    }
+    let shared = match &config.redis_url {
+        Some(url) => redis(url, &config.redis_key_prefix).await?,
+        None => in_process(),
+    };
     let store = convo_sql::connect(&config.database_url).await?;
     store.migrate().await?;
     let store = Arc::new(store);
+    let mut probes: Vec<Arc<dyn Probe>> = vec![store.clone()];
+    probes.extend(shared.probe);
     Ok(Adapters {
         users: store.clone(),
         rooms: store.clone(),
         messages: store.clone(),
         hasher: Arc::new(Argon2PasswordHasher::new()),
         tokens: Arc::new(JwtTokenCodec::new(config.jwt_secret_bytes())),
+        sessions: shared.sessions,
+        tickets: shared.tickets,
+        limiter: shared.limiter,
+        cache: shared.cache,
+        events: shared.events,
+        presence: shared.presence,
+        probes,
+    })
+}
+
+/// One Redis for every instance: its connection pool, one subscriber connection for events,
+/// and a background heartbeat for presence.
+async fn redis(url: &str, prefix: &str) -> Result<Shared, StartError> {
+    let redis = RedisConnection::connect(RedisSettings::new(url, prefix)).await?;
+    tracing::info!(prefix, "sessions, rate limits, cache, events and presence on Redis");
+    Ok(Shared {
+        sessions: Arc::new(RedisSessionStore::new(redis.clone())),
+        tickets: Arc::new(RedisTicketStore::new(redis.clone())),
+        limiter: Arc::new(RedisRateLimiter::new(redis.clone())),
+        cache: Arc::new(RedisMessageCache::new(redis.clone())),
+        events: Arc::new(RedisEventBus::new(redis.clone()).await?),
+        presence: Arc::new(RedisPresence::new(redis.clone())),
+        probe: Some(Arc::new(RedisProbe::new(redis))),
+    })
+}
+
+fn in_process() -> Shared {
+    Shared {
         sessions: Arc::new(InMemorySessionStore::new()),
         tickets: Arc::new(InMemoryTicketStore::new()),
         limiter: Arc::new(InMemoryRateLimiter::new()),
         cache: Arc::new(InMemoryMessageCache::default()),
         events: Arc::new(InMemoryEventBus::default()),
         presence: Arc::new(InMemoryPresence::new()),
-        probes: vec![store],
-    })
+        probe: None,
+    }
 }

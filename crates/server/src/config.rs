@@ -19,6 +19,8 @@ pub enum Environment {
 pub struct Config {
     pub database_url: String,
     pub redis_url: Option<String>,
+    /// Starts every Redis key and channel (`REDIS_KEY_PREFIX`), so deployments can share a Redis.
+    pub redis_key_prefix: String,
     pub jwt_secret: SecretString,
     /// True when `JWT_SECRET` was unset and a random one was made for this run.
     pub jwt_secret_generated: bool,
@@ -38,6 +40,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("database_url", &redact_url(&self.database_url))
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_key_prefix", &self.redis_key_prefix)
             .field("session_ttl", &self.session_ttl)
             .field("rate_limit_points", &self.rate_limit_points)
             .field("rate_limit_duration", &self.rate_limit_duration)
@@ -65,6 +68,7 @@ impl ConfigError {
 }
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/convo.db?mode=rwc";
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "convo:";
 const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
 
 impl Config {
@@ -110,6 +114,16 @@ impl Config {
             return Err(ConfigError::new("REDIS_URL", "expected a redis://... or rediss://... URL"));
         }
 
+        let redis_key_prefix = var("REDIS_KEY_PREFIX").unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_owned());
+        if redis_key_prefix.len() > 64
+            || redis_key_prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ConfigError::new(
+                "REDIS_KEY_PREFIX",
+                "must be at most 64 characters without spaces or control characters",
+            ));
+        }
+
         let (jwt_secret, jwt_secret_generated) = match var("JWT_SECRET") {
             Some(secret)
                 if environment == Environment::Production && secret.len() < MIN_PRODUCTION_SECRET_BYTES =>
@@ -141,6 +155,7 @@ impl Config {
         Ok(Self {
             database_url,
             redis_url,
+            redis_key_prefix,
             jwt_secret,
             jwt_secret_generated,
             session_secret: var("SESSION_SECRET").map(SecretString::from),
@@ -225,6 +240,7 @@ mod tests {
         let config = config(&[]).expect("defaults are valid");
         assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(config.redis_url, None);
+        assert_eq!(config.redis_key_prefix, "convo:");
         assert!(config.jwt_secret_generated);
         assert_eq!(config.jwt_secret_bytes().len(), 64);
         assert_eq!(config.session_ttl, Duration::from_secs(3600));
@@ -242,6 +258,7 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
             (&[("REDIS_URL", "localhost:6379")], "REDIS_URL"),
+            (&[("REDIS_KEY_PREFIX", "a b:")], "REDIS_KEY_PREFIX"),
             (&[("RATE_LIMIT_POINTS", "five")], "RATE_LIMIT_POINTS"),
             (&[("RATE_LIMIT_POINTS", "0")], "RATE_LIMIT_POINTS"),
             (&[("RATE_LIMIT_DURATION", "-1")], "RATE_LIMIT_DURATION"),

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use convo_api::ws::Shutdown;
 use convo_api::{AppState, HttpSettings};
 use convo_domain::{AuthPorts, AuthService, AuthSettings, ChatPorts, ChatService, RateLimit, SystemClock};
 use poem::listener::{Acceptor, Listener, TcpListener};
@@ -29,10 +30,8 @@ const GRACE_PERIOD: Duration = Duration::from_secs(30);
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error(
-        "REDIS_URL: this version of Convo has no Redis adapter yet; unset REDIS_URL to run a single instance with in-process adapters"
-    )]
-    RedisUnsupported,
+    #[error("REDIS_URL: {0}")]
+    Redis(#[from] convo_redis::RedisError),
     #[error(transparent)]
     Database(#[from] convo_sql::SqlError),
     #[error("cannot listen on {address}: {source}")]
@@ -50,6 +49,7 @@ pub async fn migrate(config: &Config) -> Result<(), StartError> {
 /// are applied first.
 pub async fn build_app(
     config: &Config,
+    shutdown: &Shutdown,
 ) -> Result<poem::endpoint::BoxEndpoint<'static, poem::Response>, StartError> {
     let adapters = adapters::build(config).await?;
     let clock = Arc::new(SystemClock);
@@ -58,6 +58,7 @@ pub async fn build_app(
             users: adapters.users.clone(),
             hasher: adapters.hasher,
             sessions: adapters.sessions,
+            tickets: adapters.tickets,
             tokens: adapters.tokens,
             limiter: adapters.limiter.clone(),
             events: adapters.events.clone(),
@@ -79,7 +80,12 @@ pub async fn build_app(
         RateLimit { points: config.rate_limit_points, window: config.rate_limit_duration },
     );
     let state = AppState { auth: Arc::new(auth), chat: Arc::new(chat), probes: adapters.probes };
-    Ok(convo_api::app(state, &HttpSettings { cors_origins: config.cors_origins.clone() }))
+    let settings = HttpSettings {
+        cors_origins: config.cors_origins.clone(),
+        ws_outbound_queue: config.ws_outbound_queue,
+        shutdown: shutdown.clone(),
+    };
+    Ok(convo_api::app(state, &settings))
 }
 
 /// A server that is accepting connections.
@@ -113,7 +119,8 @@ impl RunningServer {
 /// Builds the application and starts serving it on `HOST:PORT`. The server shuts down
 /// gracefully on `stop`, or on SIGTERM/Ctrl-C when `listen_for_signals` is set.
 pub async fn start(config: &Config, listen_for_signals: bool) -> Result<RunningServer, StartError> {
-    let app = build_app(config).await?;
+    let sockets = Shutdown::new();
+    let app = build_app(config, &sockets).await?;
     let address = SocketAddr::new(config.host, config.port);
     let acceptor = TcpListener::bind(address)
         .into_acceptor()
@@ -133,6 +140,8 @@ pub async fn start(config: &Config, listen_for_signals: bool) -> Result<RunningS
             let _ = stopped.await;
         }
         tracing::info!("shutting down; letting in-flight requests finish");
+        // WebSockets answer their in-flight frame, then close with 1001.
+        sockets.trigger();
     };
     let task = tokio::spawn(poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
         app,

@@ -1,0 +1,451 @@
+//! The fan-out of one instance. For each room with local subscribers, one pump task follows
+//! the room's events, puts messages in seq order (holding early ones and filling a gap that
+//! lingers from storage), encodes each frame once and hands the same bytes to every subscribed
+//! connection's outbound queue. No lock is held across an await, and no query runs per
+//! recipient.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use convo_domain::{ChatService, DomainResult, Event, Message, RoomId, Topic, UserId};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::protocol::{ServerFrame, deleted, message_json, user_ref_json};
+
+/// How long an early message waits for the ones before it before the gap is read from storage.
+const GAP_WAIT: Duration = Duration::from_millis(250);
+/// Frames held for a connection while it replays or awaits its own ack; past this it is
+/// treated as too slow.
+const MAX_HELD: usize = 4096;
+/// One `typing` per user and room at most this often.
+const TYPING_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What goes down a connection's outbound queue.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    Text(Arc<str>),
+    Ping,
+    /// Close after everything queued before it.
+    Close(u16, &'static str),
+}
+
+/// The close codes of the contract.
+pub mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const SESSION_ENDED: u16 = 4001;
+    pub const TOO_SLOW: u16 = 4008;
+}
+
+/// The sending side of one connection: its bounded queue and an immediate close.
+#[derive(Debug, Clone)]
+pub struct ConnectionHandle {
+    pub id: u64,
+    pub user: UserId,
+    queue: mpsc::Sender<Outbound>,
+    close_now: Arc<watch::Sender<Option<(u16, &'static str)>>>,
+}
+
+impl ConnectionHandle {
+    pub fn new(
+        user: UserId,
+        queue: mpsc::Sender<Outbound>,
+        close_now: watch::Sender<Option<(u16, &'static str)>>,
+    ) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), user, queue, close_now: Arc::new(close_now) }
+    }
+
+    /// Queues a frame; `false` when the connection is gone or just overflowed (and is being
+    /// closed with 4008). Typing and presence frames are dropped first, once the queue is
+    /// three quarters full.
+    pub fn push(&self, frame: &Frame) -> bool {
+        if frame.droppable && self.queue.capacity() < self.queue.max_capacity() / 4 {
+            return true;
+        }
+        match self.queue.try_send(Outbound::Text(frame.text.clone())) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close_now(close::TOO_SLOW, "outbound queue overflowed");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    pub fn push_frame(&self, frame: &ServerFrame) -> bool {
+        self.push(&Frame::new(frame, false))
+    }
+
+    /// Closes after the frames already queued (they may be acks the client waits for); at once
+    /// if the queue is full.
+    pub fn close_after_queue(&self, code: u16, reason: &'static str) {
+        if self.queue.try_send(Outbound::Close(code, reason)).is_err() {
+            self.close_now(code, reason);
+        }
+    }
+
+    pub fn close_now(&self, code: u16, reason: &'static str) {
+        self.close_now.send_if_modified(|current| {
+            let first = current.is_none();
+            if first {
+                *current = Some((code, reason));
+            }
+            first
+        });
+    }
+
+    pub fn ping(&self) {
+        let _ = self.queue.try_send(Outbound::Ping);
+    }
+}
+
+/// A frame encoded once, shared by every recipient.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    text: Arc<str>,
+    droppable: bool,
+}
+
+impl Frame {
+    pub fn new(frame: &ServerFrame, droppable: bool) -> Self {
+        Self { text: frame.encode().into(), droppable }
+    }
+}
+
+/// A room event, encoded, with what the dispatch needs to know about it.
+#[derive(Debug, Clone)]
+struct Encoded {
+    frame: Frame,
+    /// The seq of a new message, which no subscriber may see twice.
+    seq: Option<i64>,
+    /// Typing is not echoed to the typing user's own connections.
+    skip_user: Option<UserId>,
+    /// A membership that ended: that user's connections leave the room (`left`).
+    leaving: Option<UserId>,
+}
+
+fn encode(event: &Event) -> Option<Encoded> {
+    let plain = |frame: ServerFrame| Encoded {
+        frame: Frame::new(&frame, false),
+        seq: None,
+        skip_user: None,
+        leaving: None,
+    };
+    Some(match event {
+        Event::MessageCreated(message) => Encoded {
+            seq: Some(message.seq),
+            ..plain(ServerFrame::Message { message: message_json(message) })
+        },
+        Event::MessageEdited(message) => plain(ServerFrame::MessageEdited { message: message_json(message) }),
+        Event::MessageDeleted { room_id, message_id } => plain(deleted(None, *room_id, *message_id)),
+        Event::MemberJoined { room_id, user } => {
+            plain(ServerFrame::UserJoined { room_id: room_id.as_uuid(), user: user_ref_json(user) })
+        }
+        Event::MemberLeft { room_id, user } => Encoded {
+            leaving: Some(user.id),
+            ..plain(ServerFrame::UserLeft { room_id: room_id.as_uuid(), user: user_ref_json(user) })
+        },
+        Event::Typing { room_id, user } => Encoded {
+            frame: Frame::new(
+                &ServerFrame::Typing { room_id: room_id.as_uuid(), user: user_ref_json(user) },
+                true,
+            ),
+            seq: None,
+            skip_user: Some(user.id),
+            leaving: None,
+        },
+        Event::Presence { room_id, user, online } => Encoded {
+            frame: Frame::new(
+                &ServerFrame::Presence {
+                    room_id: room_id.as_uuid(),
+                    user: user_ref_json(user),
+                    online: *online,
+                },
+                true,
+            ),
+            seq: None,
+            skip_user: None,
+            leaving: None,
+        },
+        Event::SessionsRevoked { .. } => return None,
+    })
+}
+
+/// One connection subscribed to a room.
+#[derive(Debug)]
+struct Subscriber {
+    handle: ConnectionHandle,
+    /// The highest message seq this connection has been given (or replayed) in this room.
+    after_seq: i64,
+    /// While `Some`, frames wait here instead of the queue: during a join's replay, and while
+    /// the connection awaits the ack of its own send (the ack must come first).
+    held: Option<Vec<Encoded>>,
+}
+
+impl Subscriber {
+    /// Delivers one event; `false` if the connection is gone and should be dropped.
+    fn deliver(&mut self, encoded: &Encoded) -> bool {
+        if encoded.skip_user == Some(self.handle.user) {
+            return true;
+        }
+        if let Some(held) = &mut self.held {
+            if held.len() >= MAX_HELD {
+                self.handle.close_now(close::TOO_SLOW, "outbound queue overflowed");
+                return false;
+            }
+            held.push(encoded.clone());
+            return true;
+        }
+        if let Some(seq) = encoded.seq {
+            if seq <= self.after_seq {
+                return true;
+            }
+            self.after_seq = seq;
+        }
+        self.handle.push(&encoded.frame)
+    }
+}
+
+#[derive(Debug)]
+struct RoomFeed {
+    subscribers: HashMap<u64, Subscriber>,
+    pump: AbortHandle,
+}
+
+impl Drop for RoomFeed {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
+}
+
+/// The fan-out of this instance.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    chat: Arc<ChatService>,
+    rooms: Mutex<HashMap<RoomId, RoomFeed>>,
+    typing: Mutex<HashMap<(UserId, RoomId), Instant>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Hub {
+    pub fn new(chat: Arc<ChatService>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                chat,
+                rooms: Mutex::new(HashMap::new()),
+                typing: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Subscribes the connection to the room with its frames held; the caller replays what it
+    /// missed, then calls [`Hub::release`] with the joined frame.
+    pub async fn subscribe(&self, room: RoomId, handle: &ConnectionHandle) -> DomainResult<()> {
+        let subscriber =
+            || Subscriber { handle: handle.clone(), after_seq: i64::MIN, held: Some(Vec::new()) };
+        {
+            let mut rooms = lock(&self.inner.rooms);
+            if let Some(feed) = rooms.get_mut(&room) {
+                feed.subscribers.insert(handle.id, subscriber());
+                return Ok(());
+            }
+        }
+        // The first local subscriber: follow the room from its current seq.
+        let events = self.inner.chat.subscribe(Topic::Room(room)).await?;
+        let next_seq = self.inner.chat.last_seq(room).await? + 1;
+        let mut rooms = lock(&self.inner.rooms);
+        let feed = rooms.entry(room).or_insert_with(|| {
+            let pump = tokio::spawn(pump(self.clone(), room, events, next_seq)).abort_handle();
+            RoomFeed { subscribers: HashMap::new(), pump }
+        });
+        feed.subscribers.insert(handle.id, subscriber());
+        Ok(())
+    }
+
+    /// Holds the connection's frames of this room (while it awaits its own ack).
+    pub fn hold(&self, room: RoomId, connection: u64) {
+        if let Some(subscriber) =
+            lock(&self.inner.rooms).get_mut(&room).and_then(|f| f.subscribers.get_mut(&connection))
+        {
+            subscriber.held.get_or_insert_with(Vec::new);
+        }
+    }
+
+    /// Sends `first` (if any), then the held frames above `after_seq`, and delivers live from
+    /// then on. Returns `false` if the connection overflowed meanwhile.
+    pub fn release(
+        &self,
+        room: RoomId,
+        connection: u64,
+        after_seq: i64,
+        first: Option<&ServerFrame>,
+    ) -> bool {
+        let mut rooms = lock(&self.inner.rooms);
+        let Some(subscriber) = rooms.get_mut(&room).and_then(|feed| feed.subscribers.get_mut(&connection))
+        else {
+            return true;
+        };
+        subscriber.after_seq = subscriber.after_seq.max(after_seq);
+        if let Some(first) = first
+            && !subscriber.handle.push_frame(first)
+        {
+            return false;
+        }
+        for encoded in subscriber.held.take().unwrap_or_default() {
+            if !subscriber.deliver(&encoded) {
+                return false;
+            }
+        }
+        true
+    }
+
+    pub fn unsubscribe(&self, room: RoomId, connection: u64) {
+        let mut rooms = lock(&self.inner.rooms);
+        if let Some(feed) = rooms.get_mut(&room) {
+            feed.subscribers.remove(&connection);
+            if feed.subscribers.is_empty() {
+                rooms.remove(&room);
+            }
+        }
+    }
+
+    /// Whether `user` may send another typing notice to `room` now.
+    pub fn typing_allowed(&self, user: UserId, room: RoomId) -> bool {
+        let now = Instant::now();
+        let mut typing = lock(&self.inner.typing);
+        if typing.len() > 10_000 {
+            typing.retain(|_, last| now.duration_since(*last) < TYPING_INTERVAL);
+        }
+        match typing.get(&(user, room)) {
+            Some(last) if now.duration_since(*last) < TYPING_INTERVAL => false,
+            _ => {
+                typing.insert((user, room), now);
+                true
+            }
+        }
+    }
+
+    /// Hands one event of the room to every local subscriber.
+    fn dispatch(&self, room: RoomId, event: &Event) {
+        let Some(encoded) = encode(event) else { return };
+        let left = encoded
+            .leaving
+            .map(|_| Frame::new(&ServerFrame::Left { reference: None, room_id: room.as_uuid() }, false));
+        let mut rooms = lock(&self.inner.rooms);
+        let Some(feed) = rooms.get_mut(&room) else { return };
+        feed.subscribers.retain(|_, subscriber| {
+            if let (Some(user), Some(left)) = (encoded.leaving, &left)
+                && subscriber.handle.user == user
+            {
+                // The user left the room (perhaps elsewhere): their connections stop following it.
+                subscriber.handle.push(left);
+                return false;
+            }
+            subscriber.deliver(&encoded)
+        });
+        if feed.subscribers.is_empty() {
+            rooms.remove(&room);
+        }
+    }
+
+    /// The room's feed ended (its event source closed): its subscribers can no longer be kept
+    /// up to date, so they are closed to reconnect and resume with `sinceSeq`.
+    fn abandon(&self, room: RoomId) {
+        if let Some(feed) = lock(&self.inner.rooms).remove(&room) {
+            tracing::warn!(%room, "room feed ended; closing its subscribers so they resume");
+            for subscriber in feed.subscribers.values() {
+                subscriber
+                    .handle
+                    .close_after_queue(close::GOING_AWAY, "room feed interrupted; resume with sinceSeq");
+            }
+        }
+    }
+
+    /// Rooms with local subscribers (for tests and metrics).
+    pub fn rooms_followed(&self) -> usize {
+        lock(&self.inner.rooms).len()
+    }
+}
+
+/// Follows one room's events while it has local subscribers, putting new messages in seq order.
+async fn pump(hub: Hub, room: RoomId, mut events: convo_domain::EventReceiver, mut next_seq: i64) {
+    let mut early: BTreeMap<i64, Message> = BTreeMap::new();
+    loop {
+        let received = if early.is_empty() {
+            events.recv().await
+        } else {
+            match tokio::time::timeout(GAP_WAIT, events.recv()).await {
+                Ok(received) => received,
+                Err(_) => {
+                    // The gap did not fill by itself (a lost publish, or a deleted message):
+                    // read it from storage and move past it.
+                    let first_early = early.keys().next().copied().unwrap_or(next_seq);
+                    fill_gap(&hub, room, &mut next_seq, first_early).await;
+                    next_seq = next_seq.max(first_early);
+                    drain(&hub, room, &mut early, &mut next_seq);
+                    continue;
+                }
+            }
+        };
+        match received {
+            Ok(Event::MessageCreated(message)) => {
+                if message.seq >= next_seq {
+                    early.insert(message.seq, message);
+                    drain(&hub, room, &mut early, &mut next_seq);
+                }
+            }
+            Ok(event) => hub.dispatch(room, &event),
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(%room, missed, "room feed lagged; reading missed messages from storage");
+                fill_gap(&hub, room, &mut next_seq, i64::MAX).await;
+                drain(&hub, room, &mut early, &mut next_seq);
+            }
+            Err(RecvError::Closed) => break,
+        }
+    }
+    hub.abandon(room);
+}
+
+/// Dispatches the early messages that are now next in line.
+fn drain(hub: &Hub, room: RoomId, early: &mut BTreeMap<i64, Message>, next_seq: &mut i64) {
+    while let Some(entry) = early.first_entry() {
+        if *entry.key() > *next_seq {
+            break;
+        }
+        let message = entry.remove();
+        if message.seq == *next_seq {
+            hub.dispatch(room, &Event::MessageCreated(message));
+            *next_seq += 1;
+        }
+    }
+}
+
+/// Dispatches the stored messages from `next_seq` up to (not including) `before`.
+async fn fill_gap(hub: &Hub, room: RoomId, next_seq: &mut i64, before: i64) {
+    match hub.inner.chat.messages_between(room, *next_seq - 1, before).await {
+        Ok(messages) => {
+            for message in messages {
+                if message.seq >= *next_seq {
+                    *next_seq = message.seq + 1;
+                    hub.dispatch(room, &Event::MessageCreated(message));
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%room, %error, "could not read a gap in a room feed"),
+    }
+}

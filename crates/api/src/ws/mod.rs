@@ -1,0 +1,126 @@
+//! The WebSocket gateway, `GET /ws`: live rooms over one connection per client. The protocol
+//! (frames, close codes) is in [`protocol`]; the per-instance fan-out in [`hub`]; one
+//! connection's life in [`connection`]. Sends, edits and deletes go through the same domain use
+//! cases as REST.
+
+pub mod connection;
+pub mod hub;
+pub mod protocol;
+
+use std::sync::Arc;
+
+use convo_domain::{AuthService, ChatService, DomainError, Principal};
+use poem::http::StatusCode;
+use poem::web::websocket::{WebSocket, WebSocketConfig};
+use poem::web::{Data, Query};
+use poem::{IntoResponse, Request, Response, handler};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::problem::{ApiError, ErrorCode};
+pub use hub::Hub;
+
+/// Frames (and messages) over this many bytes close the connection with 1009.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024;
+
+/// Tells every connection that the server is shutting down (they close with 1001 once their
+/// in-flight frame is answered).
+#[derive(Debug, Clone)]
+pub struct Shutdown(Arc<watch::Sender<bool>>);
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self(Arc::new(watch::channel(false).0))
+    }
+
+    pub fn trigger(&self) {
+        self.0.send_replace(true);
+    }
+
+    fn subscribe(&self) -> watch::Receiver<bool> {
+        self.0.subscribe()
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What every connection shares.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub auth: Arc<AuthService>,
+    pub chat: Arc<ChatService>,
+    pub hub: Hub,
+    pub outbound_queue: usize,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Gateway {
+    pub fn new(
+        auth: Arc<AuthService>,
+        chat: Arc<ChatService>,
+        outbound_queue: usize,
+        shutdown: &Shutdown,
+    ) -> Self {
+        let hub = Hub::new(chat.clone());
+        Self { auth, chat, hub, outbound_queue: outbound_queue.max(1), shutdown: shutdown.subscribe() }
+    }
+}
+
+/// Small buffers, so that an idle connection costs a few KB, and the contract's frame limit.
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
+}
+
+#[derive(Debug, Deserialize)]
+struct TicketQuery {
+    ticket: Option<String>,
+}
+
+/// `GET /ws`: authenticates by bearer header or `?ticket=` before upgrading (401 otherwise).
+#[handler]
+pub async fn endpoint(
+    request: &Request,
+    socket: poem::Result<WebSocket>,
+    Query(query): Query<TicketQuery>,
+    gateway: Data<&Gateway>,
+) -> poem::Result<Response> {
+    let principal = authenticate(request, query.ticket.as_deref(), &gateway.auth).await?;
+    let user = gateway.auth.me(&principal).await.map_err(ApiError::from)?;
+    let socket = socket.map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::ValidationFailed,
+            format!("not a WebSocket upgrade: {error}"),
+        )
+    })?;
+    let gateway = gateway.clone();
+    Ok(socket
+        .config(socket_config())
+        .on_upgrade(move |stream| connection::run(stream, gateway, principal, user))
+        .into_response())
+}
+
+async fn authenticate(
+    request: &Request,
+    ticket: Option<&str>,
+    auth: &AuthService,
+) -> Result<Principal, ApiError> {
+    let bearer = request
+        .header("authorization")
+        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .map(str::trim);
+    let outcome = match (bearer, ticket) {
+        (Some(token), _) => auth.authenticate(token).await,
+        (None, Some(ticket)) => auth.redeem_ws_ticket(ticket).await,
+        (None, None) => Err(DomainError::Unauthenticated),
+    };
+    outcome.map_err(ApiError::from)
+}

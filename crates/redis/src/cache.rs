@@ -1,0 +1,376 @@
+//! The recent-message cache in Redis, shared by every instance: the same rules as the
+//! in-process cache of `convo-memory` (see there), each operation one atomic script over the
+//! room's three keys (one hash tag, so one cluster slot).
+//!
+//! Per room, `meta` holds the version (`v`), the highest seq reported (`last`), whether messages
+//! are `loaded`, whether they are the `complete` history and how many are held (`n`); `seqs`
+//! orders the held ids by seq and `msgs` holds each one's JSON and edit time. Every write report
+//! to a held room bumps `v`, and a fill is kept only if `v` still equals its ticket. A room's
+//! first version is random (up to 2^52), so a ticket handed out before the room expired cannot
+//! match its next life. Idle rooms expire after `cache_idle`.
+//!
+//! A write report that fails (Redis unreachable, or a timeout that leaves it unknown whether it
+//! ran) marks the room dirty on this instance: until a background task has invalidated the room
+//! in Redis, this instance reads the room from storage, and the invalidation runs as soon as
+//! Redis answers again. Every script is idempotent or monotone, so one that runs late after a
+//! timeout changes nothing the invalidation did not already account for.
+
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use convo_domain::{
+    CachedPage, DomainResult, FillTicket, HistoryPage, Message, MessageCache, MessageId, RECENT_MESSAGES,
+    RoomId,
+};
+use fred::prelude::Value;
+use fred::types::scripts::Script;
+use rand::Rng;
+use tokio::task::JoinHandle;
+
+use crate::connection::{RedisConnection, int, malformed};
+use crate::session::millis;
+use crate::wire::{decode_message, encode_message};
+
+const WHAT: &str = "cache";
+/// Dirty rooms remembered at most; past this the oldest reports are dropped (and logged).
+const MAX_DIRTY: usize = 100_000;
+const REPAIR_EVERY: Duration = Duration::from_millis(250);
+/// A ticket no room's version ever equals: versions start at 1 or more.
+const NO_TICKET: FillTicket = FillTicket(0);
+
+const PRELUDE: &str = r"
+local M, Z, H = KEYS[1], KEYS[2], KEYS[3]
+local function keep(idle)
+  redis.call('PEXPIRE', M, idle)
+  redis.call('PEXPIRE', Z, idle)
+  redis.call('PEXPIRE', H, idle)
+end
+local function unload()
+  redis.call('DEL', Z, H)
+  redis.call('HSET', M, 'loaded', 0, 'complete', 0, 'n', 0)
+end
+";
+
+fn script(body: &str) -> Script {
+    Script::from_lua(format!("{PRELUDE}{body}"))
+}
+
+/// `{1, has_more, json...}` for a hit, `{0, version}` for a miss (admitting the room).
+static LATEST: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local limit, fresh, idle = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local v = redis.call('HGET', M, 'v')
+if not v then
+  redis.call('DEL', Z, H)
+  redis.call('HSET', M, 'v', fresh, 'last', 0, 'loaded', 0, 'complete', 0, 'n', 0)
+  redis.call('PEXPIRE', M, idle)
+  return {0, fresh}
+end
+keep(idle)
+if redis.call('HGET', M, 'loaded') ~= '1' then return {0, v} end
+local n = redis.call('ZCARD', Z)
+if n ~= tonumber(redis.call('HGET', M, 'n')) then
+  -- Part of the room was evicted under memory pressure: storage answers.
+  unload()
+  return {0, tostring(redis.call('HINCRBY', M, 'v', 1))}
+end
+local complete = redis.call('HGET', M, 'complete') == '1'
+if n < limit and not complete then return {0, v} end
+local out = {1, 0}
+if limit > 0 and n > 0 then
+  local ids = redis.call('ZRANGE', Z, -limit, -1)
+  local fields = {}
+  for i = 1, #ids do fields[i] = 'j:' .. ids[i] end
+  local values = redis.call('HMGET', H, unpack(fields))
+  for i = 1, #ids do
+    if not values[i] then
+      unload()
+      return {0, tostring(redis.call('HINCRBY', M, 'v', 1))}
+    end
+    out[#out + 1] = values[i]
+  end
+end
+if n > limit or not complete then out[2] = 1 end
+return out
+",
+    )
+});
+
+/// Loads `id, seq, edited, json` quadruples if the version is still the ticket.
+static FILL: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local v = redis.call('HGET', M, 'v')
+if not v or v ~= ARGV[1] then return 0 end
+redis.call('DEL', Z, H)
+local n, last = 0, tonumber(redis.call('HGET', M, 'last'))
+for i = 4, #ARGV, 4 do
+  local id, seq = ARGV[i], tonumber(ARGV[i + 1])
+  redis.call('ZADD', Z, seq, id)
+  redis.call('HSET', H, 'j:' .. id, ARGV[i + 3], 'e:' .. id, ARGV[i + 2])
+  n = n + 1
+  if seq > last then last = seq end
+end
+redis.call('HSET', M, 'loaded', 1, 'complete', ARGV[2], 'n', n, 'last', last)
+keep(ARGV[3])
+return 1
+",
+    )
+});
+
+static STORED: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('EXISTS', M) == 0 then return 0 end
+redis.call('HINCRBY', M, 'v', 1)
+local seq, id, idle, recent = tonumber(ARGV[1]), ARGV[2], ARGV[5], tonumber(ARGV[6])
+local last = tonumber(redis.call('HGET', M, 'last'))
+if seq <= last then
+  keep(idle)
+  return 0
+end
+if redis.call('HGET', M, 'loaded') == '1' then
+  if seq == last + 1 then
+    redis.call('ZADD', Z, seq, id)
+    redis.call('HSET', H, 'j:' .. id, ARGV[4], 'e:' .. id, ARGV[3])
+    local n = redis.call('HINCRBY', M, 'n', 1)
+    if n > recent then
+      local popped = redis.call('ZPOPMIN', Z, n - recent)
+      for i = 1, #popped, 2 do redis.call('HDEL', H, 'j:' .. popped[i], 'e:' .. popped[i]) end
+      redis.call('HSET', M, 'complete', 0, 'n', recent)
+    end
+  else
+    unload()
+  end
+end
+redis.call('HSET', M, 'last', seq)
+keep(idle)
+return 1
+",
+    )
+});
+
+static EDITED: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('EXISTS', M) == 0 then return 0 end
+redis.call('HINCRBY', M, 'v', 1)
+local seq, id, edited, idle = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[5]
+keep(idle)
+if redis.call('HGET', M, 'loaded') ~= '1' then return 0 end
+if seq > tonumber(redis.call('HGET', M, 'last')) then
+  unload()
+  return 0
+end
+local score = redis.call('ZSCORE', Z, id)
+if score and tonumber(score) == seq then
+  local held = tonumber(redis.call('HGET', H, 'e:' .. id) or '-1')
+  if held <= edited then redis.call('HSET', H, 'j:' .. id, ARGV[4], 'e:' .. id, ARGV[3]) end
+end
+return 1
+",
+    )
+});
+
+static DELETED: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('EXISTS', M) == 0 then return 0 end
+redis.call('HINCRBY', M, 'v', 1)
+local id = ARGV[1]
+keep(ARGV[2])
+if redis.call('HGET', M, 'loaded') ~= '1' then return 0 end
+if redis.call('ZSCORE', Z, id) then
+  redis.call('ZREM', Z, id)
+  redis.call('HDEL', H, 'j:' .. id, 'e:' .. id)
+  redis.call('HINCRBY', M, 'n', -1)
+else
+  unload()
+end
+return 1
+",
+    )
+});
+
+/// Forgets the room's messages and moves its version, so no earlier ticket can fill it.
+static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('EXISTS', M) == 0 then return 0 end
+redis.call('HINCRBY', M, 'v', 1)
+unload()
+return 1
+",
+    )
+});
+
+/// [`MessageCache`] on Redis, shared by every instance.
+#[derive(Debug)]
+pub struct RedisMessageCache {
+    shared: Arc<Shared>,
+    repair: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    redis: RedisConnection,
+    idle: String,
+    /// Rooms whose write report failed and that are not invalidated in Redis yet.
+    dirty: Mutex<HashSet<RoomId>>,
+}
+
+impl RedisMessageCache {
+    /// Needs a tokio runtime: it spawns the task that repairs rooms whose reports failed.
+    pub fn new(redis: RedisConnection) -> Self {
+        let idle = millis(redis.settings().cache_idle).max(1000).to_string();
+        let shared = Arc::new(Shared { redis, idle, dirty: Mutex::new(HashSet::new()) });
+        let repair = tokio::spawn(repair(Arc::downgrade(&shared)));
+        Self { shared, repair }
+    }
+
+    /// Rooms this instance still has to invalidate in Redis.
+    pub fn dirty_rooms(&self) -> usize {
+        self.shared.dirty().len()
+    }
+}
+
+impl Drop for RedisMessageCache {
+    fn drop(&mut self) {
+        self.repair.abort();
+    }
+}
+
+impl Shared {
+    fn dirty(&self) -> std::sync::MutexGuard<'_, HashSet<RoomId>> {
+        self.dirty.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_dirty(&self, room: RoomId) -> bool {
+        self.dirty().contains(&room)
+    }
+
+    async fn call(&self, script: &Script, room: RoomId, args: Vec<String>) -> DomainResult<Value> {
+        self.redis.script(WHAT, script, self.redis.keys().cache(room).to_vec(), args).await
+    }
+
+    /// A write report: on failure the room is marked dirty before the error is returned.
+    async fn write(&self, script: &Script, room: RoomId, args: Vec<String>) -> DomainResult<()> {
+        match self.call(script, room, args).await {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                let mut dirty = self.dirty();
+                if dirty.len() < MAX_DIRTY {
+                    dirty.insert(room);
+                } else {
+                    tracing::error!(%room, "too many rooms to repair in the message cache; one may serve stale messages until it idles out");
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Invalidates dirty rooms in Redis, as soon as it answers again.
+async fn repair(shared: Weak<Shared>) {
+    let mut tick = tokio::time::interval(REPAIR_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else { return };
+        let rooms: Vec<RoomId> = shared.dirty().iter().copied().collect();
+        for room in rooms {
+            match shared.call(&INVALIDATE, room, Vec::new()).await {
+                Ok(_) => {
+                    shared.dirty().remove(&room);
+                }
+                Err(_) => break, // still unreachable: try again on the next tick
+            }
+        }
+    }
+}
+
+/// An edit time as microseconds, `-1` for never edited (older than any edit).
+fn edited_micros(message: &Message) -> String {
+    message.edited_at.map_or(-1, |at| at.timestamp_micros()).to_string()
+}
+
+#[async_trait]
+impl MessageCache for RedisMessageCache {
+    async fn latest(&self, room: RoomId, limit: u32) -> DomainResult<CachedPage> {
+        if self.shared.is_dirty(room) {
+            return Ok(CachedPage::Miss(NO_TICKET));
+        }
+        let fresh: u64 = rand::rng().random_range(1..(1u64 << 52));
+        let limit = limit.min(RECENT_MESSAGES);
+        let args = vec![limit.to_string(), fresh.to_string(), self.shared.idle.clone()];
+        let answer = self.shared.call(&LATEST, room, args).await?;
+        let Value::Array(parts) = answer else { return Err(malformed("cache read")) };
+        match parts.first().and_then(int) {
+            Some(1) => {
+                let has_more = parts.get(1).and_then(int) == Some(1);
+                let messages = parts[2..]
+                    .iter()
+                    .map(|part| part.as_string().ok_or_else(|| malformed("cached message")))
+                    .map(|json| json.and_then(|json| decode_message(&json)))
+                    .collect::<DomainResult<Vec<Message>>>()?;
+                Ok(CachedPage::Hit(HistoryPage { messages, has_more }))
+            }
+            Some(0) => {
+                let version = parts
+                    .get(1)
+                    .and_then(Value::as_string)
+                    .and_then(|raw| raw.parse::<u64>().ok())
+                    .ok_or_else(|| malformed("cache version"))?;
+                Ok(CachedPage::Miss(FillTicket(version)))
+            }
+            _ => Err(malformed("cache read")),
+        }
+    }
+
+    async fn fill(&self, room: RoomId, page: &HistoryPage, ticket: FillTicket) -> DomainResult<()> {
+        if ticket == NO_TICKET {
+            return Ok(());
+        }
+        let recent = RECENT_MESSAGES as usize;
+        let skip = page.messages.len().saturating_sub(recent);
+        let complete = !page.has_more && skip == 0;
+        let mut args = vec![ticket.0.to_string(), u8::from(complete).to_string(), self.shared.idle.clone()];
+        for message in &page.messages[skip..] {
+            args.push(message.id.to_string());
+            args.push(message.seq.to_string());
+            args.push(edited_micros(message));
+            args.push(encode_message(message));
+        }
+        self.shared.call(&FILL, room, args).await.map(drop)
+    }
+
+    async fn message_stored(&self, message: &Message) -> DomainResult<()> {
+        let args = vec![
+            message.seq.to_string(),
+            message.id.to_string(),
+            edited_micros(message),
+            encode_message(message),
+            self.shared.idle.clone(),
+            RECENT_MESSAGES.to_string(),
+        ];
+        self.shared.write(&STORED, message.room_id, args).await
+    }
+
+    async fn message_edited(&self, message: &Message) -> DomainResult<()> {
+        let args = vec![
+            message.seq.to_string(),
+            message.id.to_string(),
+            edited_micros(message),
+            encode_message(message),
+            self.shared.idle.clone(),
+        ];
+        self.shared.write(&EDITED, message.room_id, args).await
+    }
+
+    async fn message_deleted(&self, room: RoomId, id: MessageId) -> DomainResult<()> {
+        self.shared.write(&DELETED, room, vec![id.to_string(), self.shared.idle.clone()]).await
+    }
+}

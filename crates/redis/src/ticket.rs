@@ -1,0 +1,59 @@
+//! Single-use WebSocket tickets in Redis: issued with a TTL, redeemed with GETDEL so exactly one
+//! redemption wins, on whichever instance it happens.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use convo_domain::{DomainError, DomainResult, Principal, SessionId, TicketStore, UserId};
+use fred::prelude::KeysInterface;
+use fred::types::Expiration;
+use serde::{Deserialize, Serialize};
+
+use crate::connection::RedisConnection;
+use crate::session::millis;
+
+const WHAT: &str = "sessions";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredTicket {
+    user: UserId,
+    session: SessionId,
+}
+
+/// [`TicketStore`] on Redis. Fails closed, like sessions.
+#[derive(Debug, Clone)]
+pub struct RedisTicketStore {
+    redis: RedisConnection,
+}
+
+impl RedisTicketStore {
+    pub fn new(redis: RedisConnection) -> Self {
+        Self { redis }
+    }
+}
+
+#[async_trait]
+impl TicketStore for RedisTicketStore {
+    async fn issue(&self, ticket: &str, principal: Principal, ttl: Duration) -> DomainResult<()> {
+        let value =
+            serde_json::to_string(&StoredTicket { user: principal.user_id, session: principal.session_id })
+                .map_err(DomainError::internal)?;
+        let client = self.redis.client(WHAT)?;
+        let expiry = Expiration::PX(i64::try_from(millis(ttl)).unwrap_or(i64::MAX).max(1));
+        self.redis
+            .run(
+                WHAT,
+                client.set::<(), _, _>(self.redis.keys().ticket(ticket), value, Some(expiry), None, false),
+            )
+            .await
+    }
+
+    async fn redeem(&self, ticket: &str) -> DomainResult<Option<Principal>> {
+        let client = self.redis.client(WHAT)?;
+        let value: Option<String> =
+            self.redis.run(WHAT, client.getdel(self.redis.keys().ticket(ticket))).await?;
+        let Some(value) = value else { return Ok(None) };
+        let stored: StoredTicket = serde_json::from_str(&value).map_err(DomainError::internal)?;
+        Ok(Some(Principal { user_id: stored.user, session_id: stored.session }))
+    }
+}

@@ -1,0 +1,182 @@
+//! What Convo keeps in Redis and sends over pub/sub, as JSON. The domain types have no serde on
+//! purpose, so the formats live here, each a plain mirror of its domain type.
+
+use chrono::{DateTime, Utc};
+use convo_domain::{
+    ClientMessageId, DomainError, DomainResult, Event, Message, MessageContent, MessageId, RoomId, SessionId,
+    UserId, UserRef, Username,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WireMessage {
+    id: MessageId,
+    room: RoomId,
+    seq: i64,
+    author: WireUser,
+    content: String,
+    created: DateTime<Utc>,
+    #[serde(default)]
+    edited: Option<DateTime<Utc>>,
+    #[serde(default)]
+    client_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WireUser {
+    id: UserId,
+    name: String,
+}
+
+impl From<&UserRef> for WireUser {
+    fn from(user: &UserRef) -> Self {
+        Self { id: user.id, name: user.username.as_str().to_owned() }
+    }
+}
+
+impl From<WireUser> for UserRef {
+    fn from(user: WireUser) -> Self {
+        Self { id: user.id, username: Username::from_trusted(user.name) }
+    }
+}
+
+impl From<&Message> for WireMessage {
+    fn from(message: &Message) -> Self {
+        Self {
+            id: message.id,
+            room: message.room_id,
+            seq: message.seq,
+            author: WireUser::from(&message.author),
+            content: message.content.as_str().to_owned(),
+            created: message.created_at,
+            edited: message.edited_at,
+            client_id: message.client_message_id.as_ref().map(|id| id.as_str().to_owned()),
+        }
+    }
+}
+
+impl From<WireMessage> for Message {
+    fn from(wire: WireMessage) -> Self {
+        Self {
+            id: wire.id,
+            room_id: wire.room,
+            seq: wire.seq,
+            author: wire.author.into(),
+            content: MessageContent::from_trusted(wire.content),
+            created_at: wire.created,
+            edited_at: wire.edited,
+            client_message_id: wire.client_id.map(ClientMessageId::from_trusted),
+        }
+    }
+}
+
+pub(crate) fn encode_message(message: &Message) -> String {
+    // Serialising plain strings, numbers and ids cannot fail.
+    serde_json::to_string(&WireMessage::from(message)).unwrap_or_default()
+}
+
+pub(crate) fn decode_message(json: &str) -> DomainResult<Message> {
+    serde_json::from_str::<WireMessage>(json).map(Message::from).map_err(DomainError::internal)
+}
+
+/// One pub/sub payload: an event, or a fence a subscriber publishes to itself to learn that
+/// everything published before has gone by.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "camelCase")]
+pub(crate) enum WireEvent {
+    Created { message: WireMessage },
+    Edited { message: WireMessage },
+    Deleted { room: RoomId, message: MessageId },
+    Joined { room: RoomId, user: WireUser },
+    Left { room: RoomId, user: WireUser },
+    Typing { room: RoomId, user: WireUser },
+    Presence { room: RoomId, user: WireUser, online: bool },
+    Revoked { user: UserId, sessions: Vec<SessionId> },
+    Fence { token: u64 },
+}
+
+impl From<&Event> for WireEvent {
+    fn from(event: &Event) -> Self {
+        match event {
+            Event::MessageCreated(message) => Self::Created { message: message.into() },
+            Event::MessageEdited(message) => Self::Edited { message: message.into() },
+            Event::MessageDeleted { room_id, message_id } => {
+                Self::Deleted { room: *room_id, message: *message_id }
+            }
+            Event::MemberJoined { room_id, user } => Self::Joined { room: *room_id, user: user.into() },
+            Event::MemberLeft { room_id, user } => Self::Left { room: *room_id, user: user.into() },
+            Event::Typing { room_id, user } => Self::Typing { room: *room_id, user: user.into() },
+            Event::Presence { room_id, user, online } => {
+                Self::Presence { room: *room_id, user: user.into(), online: *online }
+            }
+            Event::SessionsRevoked { user_id, sessions } => {
+                Self::Revoked { user: *user_id, sessions: sessions.clone() }
+            }
+        }
+    }
+}
+
+impl WireEvent {
+    /// The domain event, or `None` for a fence.
+    pub(crate) fn into_event(self) -> Option<Event> {
+        Some(match self {
+            Self::Created { message } => Event::MessageCreated(message.into()),
+            Self::Edited { message } => Event::MessageEdited(message.into()),
+            Self::Deleted { room, message } => Event::MessageDeleted { room_id: room, message_id: message },
+            Self::Joined { room, user } => Event::MemberJoined { room_id: room, user: user.into() },
+            Self::Left { room, user } => Event::MemberLeft { room_id: room, user: user.into() },
+            Self::Typing { room, user } => Event::Typing { room_id: room, user: user.into() },
+            Self::Presence { room, user, online } => {
+                Event::Presence { room_id: room, user: user.into(), online }
+            }
+            Self::Revoked { user, sessions } => Event::SessionsRevoked { user_id: user, sessions },
+            Self::Fence { .. } => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> Message {
+        Message {
+            id: MessageId::generate(),
+            room_id: RoomId::generate(),
+            seq: 7,
+            author: UserRef { id: UserId::generate(), username: Username::from_trusted("ada".to_owned()) },
+            content: MessageContent::from_trusted("héllo <b>".to_owned()),
+            created_at: Utc::now(),
+            edited_at: Some(Utc::now()),
+            client_message_id: Some(ClientMessageId::from_trusted("c-1".to_owned())),
+        }
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let original = message();
+        assert_eq!(decode_message(&encode_message(&original)).expect("decodes"), original);
+    }
+
+    #[test]
+    fn every_event_round_trips() {
+        let m = message();
+        let user = m.author.clone();
+        let room = m.room_id;
+        let events = [
+            Event::MessageCreated(m.clone()),
+            Event::MessageEdited(m.clone()),
+            Event::MessageDeleted { room_id: room, message_id: m.id },
+            Event::MemberJoined { room_id: room, user: user.clone() },
+            Event::MemberLeft { room_id: room, user: user.clone() },
+            Event::Typing { room_id: room, user: user.clone() },
+            Event::Presence { room_id: room, user, online: true },
+            Event::SessionsRevoked { user_id: UserId::generate(), sessions: vec![SessionId::generate()] },
+        ];
+        for event in events {
+            let json = serde_json::to_string(&WireEvent::from(&event)).expect("encodes");
+            let back: WireEvent = serde_json::from_str(&json).expect("decodes");
+            assert_eq!(back.into_event(), Some(event));
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Two adapters on one Redis under one prefix, as two instances see it: presence expires with a
+//! crashed instance, events cross instances once each, and an instance follows a room's
+//! channel only while it has subscribers for it.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use convo_domain::{Event, EventBus, Presence, RoomId, Topic, UserId};
+use convo_redis::testing::TestRedis;
+use convo_redis::{RedisConnection, RedisEventBus, RedisPresence};
+
+/// A second connection under the same prefix: another instance.
+async fn twin(redis: &TestRedis) -> RedisConnection {
+    RedisConnection::connect(convo_redis::testing::settings(&redis.url, &redis.prefix))
+        .await
+        .expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_of_a_crashed_instance_go_offline_when_its_entries_expire() {
+    let Some(redis) = TestRedis::connect().await else { return };
+    let ttl = Duration::from_secs(1);
+    let here = RedisPresence::with_ttl(redis.connection.clone(), ttl);
+    let crashing = RedisPresence::with_ttl(twin(&redis).await, ttl);
+    let (shared, only_there) = (UserId::generate(), UserId::generate());
+
+    assert!(here.connected(shared).await.unwrap(), "first connection anywhere");
+    assert!(!crashing.connected(shared).await.unwrap(), "already online on the other instance");
+    assert!(crashing.connected(only_there).await.unwrap());
+    assert_eq!(here.online_among(&[shared, only_there]).await.unwrap(), HashSet::from([shared, only_there]));
+
+    drop(crashing); // no disconnects: a crash
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        here.online_among(&[shared, only_there]).await.unwrap(),
+        HashSet::from([shared]),
+        "the crashed instance's users are offline; this instance's heartbeat keeps its own"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(here.online_among(&[shared]).await.unwrap(), HashSet::from([shared]));
+    assert!(here.disconnected(shared).await.unwrap(), "the last connection anywhere");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_cross_instances_and_each_message_arrives_once() {
+    let Some(redis) = TestRedis::connect().await else { return };
+    let publisher = RedisEventBus::new(redis.connection.clone()).await.expect("bus");
+    let subscriber = RedisEventBus::new(twin(&redis).await).await.expect("bus");
+    let room = RoomId::generate();
+    let mut receiver = subscriber.subscribe(Topic::Room(room)).await.unwrap();
+
+    let first = Event::MessageCreated(convo_contract::fixture::message(room, 1));
+    publisher.publish(first.clone()).await.unwrap();
+    publisher.publish(first.clone()).await.unwrap(); // a retried publish
+    let second = Event::MessageCreated(convo_contract::fixture::message(room, 2));
+    publisher.publish(second.clone()).await.unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(2), receiver.recv()).await.unwrap().unwrap();
+    assert_eq!(received, first);
+    let received = tokio::time::timeout(Duration::from_secs(2), receiver.recv()).await.unwrap().unwrap();
+    assert_eq!(received, second, "the duplicate of seq 1 was dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_follows_a_room_only_while_it_has_subscribers() {
+    let Some(redis) = TestRedis::connect().await else { return };
+    let bus = RedisEventBus::new(redis.connection.clone()).await.expect("bus");
+    assert_eq!(bus.subscribed_channels(), 0, "no traffic without subscribers");
+    let first = bus.subscribe(Topic::Room(RoomId::generate())).await.unwrap();
+    let second = bus.subscribe(Topic::Room(RoomId::generate())).await.unwrap();
+    let again = bus.subscribe(Topic::User(UserId::generate())).await.unwrap();
+    assert_eq!(bus.subscribed_channels(), 3);
+    drop((first, again));
+    tokio::time::sleep(convo_redis::SWEEP_EVERY + Duration::from_secs(1)).await;
+    assert_eq!(bus.subscribed_channels(), 1, "abandoned channels are unsubscribed");
+    drop(second);
+}

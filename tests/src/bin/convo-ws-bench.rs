@@ -1,0 +1,262 @@
+//! `make bench-ws`: the WebSocket gateway under load, against a `convo` server running as its
+//! own process (so that its memory can be read from /proc) on a fresh SQLite file.
+//!
+//! usage:
+//!   convo-ws-bench fanout [subscribers] [messages per second] [seconds]
+//!       subscribers in one room; four sender sockets send at the given total rate; reports
+//!       deliveries per second and end-to-end latency percentiles (send to receipt)
+//!   convo-ws-bench idle [connections]
+//!       opens that many connections that do nothing; reports the server's memory per connection
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = |index: usize, default: u64| args.get(index).and_then(|n| n.parse().ok()).unwrap_or(default);
+    let server = Server::start().await;
+    match args.first().map(String::as_str) {
+        Some("fanout") | None => fanout(&server, number(1, 1000), number(2, 100), number(3, 10)).await,
+        Some("idle") => idle(&server, number(1, 10_000)).await,
+        Some(other) => eprintln!("convo-ws-bench: unknown mode `{other}` (fanout or idle)"),
+    }
+}
+
+/// A `convo` process on a free port and a fresh SQLite file.
+struct Server {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    async fn start() -> Server {
+        let binary = std::env::current_exe().expect("own path").with_file_name("convo");
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let dir =
+            TempDir(std::env::temp_dir().join(format!("convo-bench-{}", uuid::Uuid::new_v4().simple())));
+        std::fs::create_dir_all(&dir.0).expect("temp dir");
+        let child = Command::new(&binary)
+            .arg("serve")
+            .env("DATABASE_URL", format!("sqlite://{}/bench.db?mode=rwc", dir.0.display()))
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("RATE_LIMIT_POINTS", "1000000")
+            .env("JWT_SECRET", "benchmark-secret-benchmark-secret!")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("cannot start {}: {error} (build it with --release)", binary.display())
+            });
+        let server =
+            Server { child, base: format!("127.0.0.1:{port}"), http: reqwest::Client::new(), _dir: dir };
+        for _ in 0..100 {
+            if server.http.get(format!("http://{}/health", server.base)).send().await.is_ok() {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the server did not come up");
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Value {
+        let mut request = self.http.post(format!("http://{}{path}", self.base)).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request").json().await.expect("json")
+    }
+
+    async fn register(&self, name: &str) -> String {
+        let body = json!({"email": format!("{name}@example.com"), "username": name, "password": "Bench1234"});
+        self.post("/auth/register", None, body).await["access_token"].as_str().expect("token").to_owned()
+    }
+
+    /// The server's resident memory, in bytes.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    async fn socket(&self, token: &str) -> Socket {
+        let mut request = format!("ws://{}/ws", self.base).into_client_request().expect("request");
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+        // Small client buffers: thousands of sockets live in this process too.
+        let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+        let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+            .await
+            .expect("upgrade");
+        next_text(&mut socket).await; // ready
+        socket
+    }
+}
+
+async fn next_text(socket: &mut Socket) -> String {
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) => return text.to_string(),
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
+async fn join(socket: &mut Socket, room: &str) {
+    socket
+        .send(Message::Text(json!({"type": "join", "roomId": room}).to_string().into()))
+        .await
+        .expect("send");
+    while !next_text(socket).await.contains("\"joined\"") {}
+}
+
+async fn fanout(server: &Server, subscribers: u64, rate: u64, seconds: u64) {
+    let token = server.register("bench_owner").await;
+    let room = server.post("/chat/room", Some(&token), json!({"name": "bench"})).await["id"]
+        .as_str()
+        .expect("room")
+        .to_owned();
+    let started = Instant::now();
+    let last_receipt = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..subscribers {
+        let mut socket = server.socket(&token).await;
+        join(&mut socket, &room).await;
+        let last_receipt = last_receipt.clone();
+        readers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            // A reader stops after five quiet seconds: the run is over.
+            while let Ok(Some(Ok(message))) =
+                tokio::time::timeout(Duration::from_secs(5), socket.next()).await
+            {
+                let Message::Text(text) = message else { continue };
+                // The content is "t<micros since start>"; find it without a full JSON parse.
+                let Some(at) = text.find("\"content\":\"t") else { continue };
+                let digits: String = text[at + 12..].chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(sent) = digits.parse::<u64>() {
+                    let now = started.elapsed().as_micros() as u64;
+                    latencies.push(now.saturating_sub(sent));
+                    last_receipt.fetch_max(now, Ordering::Relaxed);
+                }
+            }
+            latencies
+        }));
+    }
+    let idle_rss = server.rss();
+    println!("fanout: {subscribers} subscribers in one room, {rate} messages/s for {seconds} s");
+
+    // Four sender sockets share the rate, each paced by its own ticker.
+    let senders = 4;
+    let per_sender = (rate / senders).max(1);
+    let first_send = started.elapsed().as_micros() as u64;
+    let mut sending = Vec::new();
+    for _ in 0..senders {
+        let socket = server.socket(&token).await;
+        let room = room.clone();
+        sending.push(tokio::spawn(async move {
+            let (mut sink, mut stream) = socket.split();
+            // Acks are read and dropped so that the sender's socket never backs up.
+            let drain = tokio::spawn(async move { while stream.next().await.is_some() {} });
+            let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / per_sender));
+            let deadline = Instant::now() + Duration::from_secs(seconds);
+            let mut sent = 0u64;
+            while Instant::now() < deadline {
+                ticker.tick().await;
+                let content = format!("t{}", started.elapsed().as_micros());
+                let frame = json!({"type": "send", "roomId": room, "content": content});
+                if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            drain.abort();
+            sent
+        }));
+    }
+    let mut sent = 0;
+    for sender in sending {
+        sent += sender.await.unwrap_or(0);
+    }
+    let busy_rss = server.rss();
+    let mut latencies: Vec<u64> = Vec::new();
+    for reader in readers {
+        latencies.extend(reader.await.unwrap_or_default());
+    }
+    latencies.sort_unstable();
+    let span = last_receipt.load(Ordering::Relaxed).saturating_sub(first_send).max(1) as f64 / 1e6;
+    let percentile = |p: f64| {
+        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
+        latencies.get(index).map_or(0.0, |micros| *micros as f64 / 1000.0)
+    };
+    println!(
+        "  sent {sent} messages; {} of {} deliveries ({:.0}/s); latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        latencies.len(),
+        sent * subscribers,
+        latencies.len() as f64 / span,
+        percentile(0.5),
+        percentile(0.99),
+        percentile(1.0),
+    );
+    println!(
+        "  server RSS: {} MB with the subscribers idle, {} MB under load",
+        idle_rss / 1_000_000,
+        busy_rss / 1_000_000
+    );
+}
+
+async fn idle(server: &Server, connections: u64) {
+    let token = server.register("bench_idle").await;
+    let warm = server.socket(&token).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = server.rss();
+    let mut sockets = Vec::with_capacity(connections as usize);
+    for _ in 0..connections {
+        sockets.push(server.socket(&token).await);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = server.rss();
+    println!(
+        "idle: {connections} connections; server RSS {} MB -> {} MB: {:.1} KB per idle connection",
+        before / 1_000_000,
+        after / 1_000_000,
+        (after.saturating_sub(before)) as f64 / connections as f64 / 1024.0
+    );
+    drop(sockets);
+    drop(warm);
+}

@@ -1,0 +1,172 @@
+//! Support for the Redis tests: several servers sharing one PostgreSQL database and one Redis
+//! key prefix ([`spawn_instances`]), and a `redis-server` of a test's own that it can stop and
+//! start again ([`RedisServer`]).
+//!
+//! Without a reachable PostgreSQL or Redis the helpers return `None` after a loud note on
+//! stderr, and the test skips; under `CI=true` they panic instead.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use convo_redis::testing::{TestRedis, is_ci};
+use convo_server::Config;
+use convo_sql::testing::TestDatabase;
+
+use crate::TestApp;
+
+/// Servers on one database and one Redis prefix. The first owns the database; the Redis keys
+/// under the prefix are deleted when this is dropped.
+#[derive(Debug)]
+pub struct Instances {
+    pub apps: Vec<TestApp>,
+    pub redis: TestRedis,
+}
+
+/// `count` servers on a fresh PostgreSQL database and the test Redis under a fresh prefix, with
+/// extra environment variables; `None` when either service is missing (outside CI).
+pub async fn spawn_instances(count: usize, vars: &[(&str, &str)]) -> Option<Instances> {
+    let redis = TestRedis::connect().await?;
+    let database = TestDatabase::postgres().await?;
+    let url = redis.url.clone();
+    let apps = spawn_on(database, count, &url, &redis.prefix, vars).await;
+    Some(Instances { apps, redis })
+}
+
+/// `count` servers on `database` with `REDIS_URL=redis_url` under `prefix`.
+pub async fn spawn_on(
+    database: TestDatabase,
+    count: usize,
+    redis_url: &str,
+    prefix: &str,
+    vars: &[(&str, &str)],
+) -> Vec<TestApp> {
+    let mut database = Some(database);
+    let mut apps = Vec::with_capacity(count);
+    for _ in 0..count {
+        let url = database.as_ref().map_or_else(
+            || apps.first().map(|app: &TestApp| app.database_url.clone()).unwrap_or_default(),
+            |db| db.url().to_owned(),
+        );
+        let mut env: HashMap<String, String> = HashMap::from([
+            ("DATABASE_URL".to_owned(), url.clone()),
+            ("REDIS_URL".to_owned(), redis_url.to_owned()),
+            ("REDIS_KEY_PREFIX".to_owned(), prefix.to_owned()),
+            ("HOST".to_owned(), "127.0.0.1".to_owned()),
+            ("PORT".to_owned(), "0".to_owned()),
+            ("JWT_SECRET".to_owned(), "black-box-tests-secret-of-32-bytes!".to_owned()),
+        ]);
+        env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let config = Config::from_lookup(|name| env.get(name).cloned()).expect("test configuration is valid");
+        let server = convo_server::start(&config, false).await.expect("server starts");
+        apps.push(TestApp {
+            base_url: format!("http://{}", server.address()),
+            client: reqwest::Client::new(),
+            server: Some(server),
+            _database: database.take(),
+            database_url: url,
+        });
+    }
+    apps
+}
+
+/// A `redis-server` child process on a free port, without persistence.
+#[derive(Debug)]
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one; `None` when `redis-server` is not installed (outside CI).
+    pub fn start() -> Option<RedisServer> {
+        let port = free_port();
+        let mut server = RedisServer { port, child: None };
+        match server.spawn() {
+            Ok(()) => Some(server),
+            Err(error) if !is_ci() => {
+                eprintln!("\n*** SKIPPED: cannot start redis-server ({error}) ***\n");
+                None
+            }
+            Err(error) => panic!("redis-server is required under CI: {error}"),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|error| error.to_string())?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("redis-server did not listen on port {} within 10 s", self.port))
+    }
+
+    /// Kills the server (SIGKILL: a crash, not a clean shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (empty: it kept nothing).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn().expect("redis-server restarts");
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open and nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT), with everything it held.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill").args([signal, &child.id().to_string()]).status();
+            assert!(status.is_ok_and(|status| status.success()), "kill {signal} failed");
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill();
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}

@@ -1,0 +1,139 @@
+//! Two Convo servers on one PostgreSQL database and one Redis, as in a multi-instance
+//! deployment: sessions, logout, the rate limit, the message cache and events are shared.
+
+use std::time::Duration;
+
+use convo_tests::redis::spawn_instances;
+use convo_tests::ws::WsClient;
+use convo_tests::{expect_problem, expect_status};
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_created_on_one_instance_works_on_the_other() {
+    let Some(cluster) = spawn_instances(2, &[]).await else { return };
+    let [a, b] = [&cluster.apps[0], &cluster.apps[1]];
+    let ada = a.register("ada").await;
+    let me = expect_status(b.get("/auth/me", &ada.token).send().await.unwrap(), StatusCode::OK).await;
+    assert_eq!(me["username"], "ada");
+    let second = b.login(&ada).await;
+    expect_status(a.get("/auth/me", &second).send().await.unwrap(), StatusCode::OK).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logout_on_one_instance_revokes_on_the_other() {
+    let Some(cluster) = spawn_instances(2, &[]).await else { return };
+    let [a, b] = [&cluster.apps[0], &cluster.apps[1]];
+    let ada = a.register("ada").await;
+    let phone = b.login(&ada).await;
+    let laptop = a.login(&ada).await;
+
+    let response = a.post("/auth/logout", &ada.token, json!({})).send().await.unwrap();
+    expect_status(response, StatusCode::NO_CONTENT).await;
+    expect_problem(
+        b.get("/auth/me", &ada.token).send().await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+    )
+    .await;
+    expect_status(b.get("/auth/me", &phone).send().await.unwrap(), StatusCode::OK).await;
+
+    let response = b.post("/auth/logout-all", &phone, json!({})).send().await.unwrap();
+    expect_status(response, StatusCode::NO_CONTENT).await;
+    for token in [&phone, &laptop] {
+        for app in [a, b] {
+            let response = app.get("/auth/me", token).send().await.unwrap();
+            expect_problem(response, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rate_limit_is_exact_across_instances() {
+    let Some(cluster) =
+        spawn_instances(2, &[("RATE_LIMIT_POINTS", "5"), ("RATE_LIMIT_DURATION", "60")]).await
+    else {
+        return;
+    };
+    let [a, b] = [&cluster.apps[0], &cluster.apps[1]];
+    let ada = a.register("ada").await;
+    let room = a.create_room(&ada, "general").await;
+
+    let attempts = (0..20).map(|n| {
+        let (app, ada, room) = (if n % 2 == 0 { a } else { b }, ada.clone(), room.clone());
+        async move { app.send(&ada, &room, &format!("attempt {n}")).await }
+    });
+    let responses = futures_util::future::join_all(attempts).await;
+    let mut created = 0;
+    for response in responses {
+        match response.status() {
+            StatusCode::CREATED => created += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                let retry: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!((1..=60).contains(&retry), "Retry-After {retry}");
+                expect_problem(response, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED").await;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(created, 5, "exactly the budget, whichever instance served each attempt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_stays_right_when_instances_take_turns_writing_and_reading() {
+    let Some(cluster) = spawn_instances(2, &[("RATE_LIMIT_POINTS", "1000")]).await else { return };
+    let [a, b] = [&cluster.apps[0], &cluster.apps[1]];
+    let ada = a.register("ada").await;
+    let room = a.create_room(&ada, "general").await;
+    let query = format!("roomId={room}&limit=10");
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        let sent = expect_status(a.send(&ada, &room, &format!("m{n}")).await, StatusCode::CREATED).await;
+        ids.push(sent["id"].as_str().unwrap().to_owned());
+        // Read on the other instance each time: the shared cache must follow every write.
+        let page = b.history(&ada, &query).await;
+        assert_eq!(page["messages"].as_array().unwrap().len(), n);
+    }
+    let response = b
+        .request(reqwest::Method::PATCH, &format!("/chat/message/{}", ids[0]))
+        .bearer_auth(&ada.token)
+        .json(&json!({"content": "edited on b"}))
+        .send()
+        .await
+        .unwrap();
+    expect_status(response, StatusCode::OK).await;
+    let response = b
+        .request(reqwest::Method::DELETE, &format!("/chat/message/{}", ids[1]))
+        .bearer_auth(&ada.token)
+        .send()
+        .await
+        .unwrap();
+    expect_status(response, StatusCode::NO_CONTENT).await;
+    let page = a.history(&ada, &query).await;
+    let contents: Vec<&str> =
+        page["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+    assert_eq!(contents, ["edited on b", "m3"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_published_on_one_instance_is_received_on_the_other() {
+    let Some(cluster) = spawn_instances(2, &[]).await else { return };
+    let [a, b] = [&cluster.apps[0], &cluster.apps[1]];
+    let ada = a.register("ada").await;
+    let bob = a.register("bob").await;
+    let room = a.create_room(&ada, "general").await;
+    a.join(&bob, &room).await;
+
+    let mut on_b = WsClient::connect(b, &bob.token).await;
+    on_b.join(&room, None).await;
+    let sent = expect_status(a.send(&ada, &room, "hello from a").await, StatusCode::CREATED).await;
+    let frame = on_b.recv_kind("message").await;
+    assert_eq!(frame["message"]["id"], sent["id"]);
+    assert_eq!(frame["message"]["content"], "hello from a");
+    on_b.expect_none(&["message"], Duration::from_millis(300)).await;
+
+    // A logout on a closes bob's socket on b.
+    let response = a.post("/auth/logout", &bob.token, json!({})).send().await.unwrap();
+    expect_status(response, StatusCode::NO_CONTENT).await;
+    assert_eq!(on_b.expect_close().await, 4001);
+}
