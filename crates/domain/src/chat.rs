@@ -237,20 +237,10 @@ impl ChatService {
         if last_seq - since > MAX_REPLAY {
             return Ok(Replay { messages: Vec::new(), last_seq, truncated: true });
         }
-        let mut messages = Vec::new();
-        let mut after = since.max(0);
-        while after < last_seq {
-            let query = HistoryQuery { before: None, after: Some(after), limit: RECENT_MESSAGES };
-            let page = self.ports.messages.history(room, &query).await?;
-            let Some(last) = page.messages.last() else { break };
-            after = last.seq;
-            messages.extend(page.messages);
-            if !page.has_more {
-                break;
-            }
-        }
+        let messages =
+            if since < last_seq { self.read_after(room, since.max(0), None).await? } else { Vec::new() };
         // Messages committed while paging are replayed too; the live stream starts above them.
-        let last_seq = last_seq.max(after);
+        let last_seq = messages.last().map_or(last_seq, |message| message.seq.max(last_seq));
         Ok(Replay { messages, last_seq, truncated: false })
     }
 
@@ -262,10 +252,22 @@ impl ChatService {
         after: i64,
         before: i64,
     ) -> DomainResult<Vec<Message>> {
+        if after + 1 >= before {
+            return Ok(Vec::new());
+        }
+        self.read_after(room, after, Some(before)).await
+    }
+
+    /// Every message of the room with a seq above `after` (and below `before`), a page at a time.
+    async fn read_after(
+        &self,
+        room: RoomId,
+        mut after: i64,
+        before: Option<i64>,
+    ) -> DomainResult<Vec<Message>> {
         let mut messages = Vec::new();
-        let mut after = after;
-        while after + 1 < before {
-            let query = HistoryQuery { before: Some(before), after: Some(after), limit: RECENT_MESSAGES };
+        loop {
+            let query = HistoryQuery { before, after: Some(after), limit: RECENT_MESSAGES };
             let page = self.ports.messages.history(room, &query).await?;
             let Some(last) = page.messages.last() else { break };
             after = last.seq;
