@@ -43,8 +43,19 @@ pub async fn spawn_app_with(backend: Backend, vars: &[(&str, &str)]) -> Option<T
         Backend::Sqlite => TestDatabase::sqlite().await,
         Backend::Postgres => TestDatabase::postgres().await?,
     };
+    let url = database.url().to_owned();
+    Some(start_server(&url, Some(database), vars).await)
+}
+
+/// Starts a server on `database_url` with the test defaults and `vars` on top; `database`, if
+/// given, is dropped (and removed) with the server's [`TestApp`].
+pub async fn start_server(
+    database_url: &str,
+    database: Option<TestDatabase>,
+    vars: &[(&str, &str)],
+) -> TestApp {
     let mut env: HashMap<String, String> = HashMap::from([
-        ("DATABASE_URL".to_owned(), database.url().to_owned()),
+        ("DATABASE_URL".to_owned(), database_url.to_owned()),
         ("HOST".to_owned(), "127.0.0.1".to_owned()),
         ("PORT".to_owned(), "0".to_owned()),
         ("JWT_SECRET".to_owned(), "black-box-tests-secret-of-32-bytes!".to_owned()),
@@ -52,13 +63,13 @@ pub async fn spawn_app_with(backend: Backend, vars: &[(&str, &str)]) -> Option<T
     env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     let config = Config::from_lookup(|name| env.get(name).cloned()).expect("test configuration is valid");
     let server = convo_server::start(&config, false).await.expect("server starts");
-    Some(TestApp {
+    TestApp {
         base_url: format!("http://{}", server.address()),
         client: reqwest::Client::new(),
         server: Some(server),
-        database_url: database.url().to_owned(),
-        _database: Some(database),
-    })
+        database_url: database_url.to_owned(),
+        _database: database,
+    }
 }
 
 /// A registered user and their token.

@@ -5,16 +5,14 @@
 //! Without a reachable PostgreSQL or Redis the helpers return `None` after a loud note on
 //! stderr, and the test skips; under `CI=true` they panic instead.
 
-use std::collections::HashMap;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use convo_redis::testing::{TestRedis, is_ci};
-use convo_server::Config;
 use convo_sql::testing::TestDatabase;
 
-use crate::TestApp;
+use crate::{TestApp, start_server};
 
 /// Servers on one database and one Redis prefix. The first owns the database; the Redis keys
 /// under the prefix are deleted when this is dropped.
@@ -49,24 +47,9 @@ pub async fn spawn_on(
             || apps.first().map(|app: &TestApp| app.database_url.clone()).unwrap_or_default(),
             |db| db.url().to_owned(),
         );
-        let mut env: HashMap<String, String> = HashMap::from([
-            ("DATABASE_URL".to_owned(), url.clone()),
-            ("REDIS_URL".to_owned(), redis_url.to_owned()),
-            ("REDIS_KEY_PREFIX".to_owned(), prefix.to_owned()),
-            ("HOST".to_owned(), "127.0.0.1".to_owned()),
-            ("PORT".to_owned(), "0".to_owned()),
-            ("JWT_SECRET".to_owned(), "black-box-tests-secret-of-32-bytes!".to_owned()),
-        ]);
-        env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        let config = Config::from_lookup(|name| env.get(name).cloned()).expect("test configuration is valid");
-        let server = convo_server::start(&config, false).await.expect("server starts");
-        apps.push(TestApp {
-            base_url: format!("http://{}", server.address()),
-            client: reqwest::Client::new(),
-            server: Some(server),
-            _database: database.take(),
-            database_url: url,
-        });
+        let mut env = vec![("REDIS_URL", redis_url), ("REDIS_KEY_PREFIX", prefix)];
+        env.extend_from_slice(vars);
+        apps.push(start_server(&url, database.take(), &env).await);
     }
     apps
 }
