@@ -130,9 +130,14 @@ impl WsClient {
 
     /// Reads until the server closes; returns the close code (frames before it are skipped).
     pub async fn expect_close(&mut self) -> u16 {
+        self.expect_close_within(FRAME_TIMEOUT).await
+    }
+
+    /// [`WsClient::expect_close`], waiting up to `wait`.
+    pub async fn expect_close_within(&mut self, wait: Duration) -> u16 {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let next =
-                tokio::time::timeout(FRAME_TIMEOUT, self.stream.next()).await.expect("a close in time");
+            let next = tokio::time::timeout_at(deadline, self.stream.next()).await.expect("a close in time");
             match next {
                 Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => return code.into(),
                 Some(Ok(Message::Close(None))) => return 1005,
@@ -162,4 +167,36 @@ impl WsClient {
             }
         }
     }
+}
+
+/// A client that completes the upgrade by hand and then never writes again: it answers no ping,
+/// as a vanished client would not. Returns the raw socket.
+pub async fn silent_client(app: &TestApp, token: &str) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.base_url.trim_start_matches("http://");
+    let mut tcp = TcpStream::connect(address).await.expect("connect");
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.expect("response"));
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    tcp
+}
+
+/// Reads raw server frames until the socket ends; returns the code of the close frame in them.
+pub async fn raw_close_code(tcp: &mut TcpStream, wait: Duration) -> Option<u16> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    let _ = tokio::time::timeout(wait, tcp.read_to_end(&mut bytes)).await;
+    // Server frames are unmasked: a close frame is 0x88, its length, then the code.
+    bytes
+        .windows(4)
+        .find(|w| w[0] == 0x88 && w[1] >= 2 && w[1] < 126)
+        .map(|w| u16::from_be_bytes([w[2], w[3]]))
 }

@@ -417,6 +417,23 @@ async fn every_subscriber_sees_a_gapless_sequence_under_concurrent_rest_and_webs
     assert_eq!(order, (1..=40).collect::<Vec<_>>());
 }
 
+async fn a_session_that_expires_closes_its_sockets_with_4001(app: TestApp) {
+    let user = app.register("expiring").await;
+    let mut client = WsClient::connect(&app, &user.token).await;
+    // SESSION_TTL is 2 s and nothing else uses the session: the connection's periodic check
+    // (every 30 s) finds it gone.
+    assert_eq!(client.expect_close_within(Duration::from_secs(45)).await, 4001);
+}
+
+async fn a_client_silent_for_60_seconds_is_closed(app: TestApp) {
+    let user = app.register("silent").await;
+    let mut silent = convo_tests::ws::silent_client(&app, &user.token).await;
+    // Pinged after 20 s, never answering: closed once 60 s have passed without a word.
+    let started = std::time::Instant::now();
+    assert_eq!(convo_tests::ws::raw_close_code(&mut silent, Duration::from_secs(90)).await, Some(1001));
+    assert!(started.elapsed() >= Duration::from_secs(55), "closed after {:?}", started.elapsed());
+}
+
 /// Every test runs twice: on one instance with the in-process adapters (SQLite), and on one
 /// instance with the Redis adapters (PostgreSQL and Redis).
 macro_rules! on_both_deployments {
@@ -460,4 +477,6 @@ on_both_deployments! {
     a_client_that_reads_too_slowly_is_closed_with_4008_without_slowing_the_room: [("WS_OUTBOUND_QUEUE", "8"), ("RATE_LIMIT_POINTS", "100000")];
     shutdown_closes_every_socket_with_1001: [];
     every_subscriber_sees_a_gapless_sequence_under_concurrent_rest_and_websocket_sends: [("RATE_LIMIT_POINTS", "1000")];
+    a_session_that_expires_closes_its_sockets_with_4001: [("SESSION_TTL", "2")];
+    a_client_silent_for_60_seconds_is_closed: [];
 }

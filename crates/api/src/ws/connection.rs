@@ -28,6 +28,8 @@ const SILENT_LIMIT: Duration = Duration::from_secs(60);
 /// How long a closing connection's writer may wait for the client to read what is in flight
 /// (and the close frame) before the socket is dropped.
 const WRITER_GRACE: Duration = Duration::from_secs(30);
+/// How long a closed connection waits for the client's close reply.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 /// How often a connection checks that its session still lives (expiry has no event).
 const SESSION_CHECK: Duration = Duration::from_secs(30);
 
@@ -49,7 +51,8 @@ pub async fn run(socket: WebSocketStream, gateway: Gateway, principal: Principal
     if let Err(error) = connection.gateway.chat.connected(&connection.user).await {
         tracing::warn!(%error, "could not record presence");
     }
-    connection.read_frames(stream, close_rx).await;
+    let mut stream = stream;
+    connection.read_frames(&mut stream, close_rx).await;
 
     for room in connection.rooms.drain() {
         connection.gateway.hub.unsubscribe(room, connection.handle.id);
@@ -63,6 +66,16 @@ pub async fn run(socket: WebSocketStream, gateway: Gateway, principal: Principal
     if tokio::time::timeout(WRITER_GRACE, &mut writer).await.is_err() {
         writer.abort();
     }
+    // The closing handshake: keep the socket open briefly for the client's close reply, so that
+    // a client still reading what was sent before the close is not cut off mid-way.
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Writes queued frames, batching what is already queued into one flush, until a close. A
@@ -141,7 +154,7 @@ struct Connection {
 impl Connection {
     async fn read_frames(
         &mut self,
-        mut stream: SplitStream<WebSocketStream>,
+        stream: &mut SplitStream<WebSocketStream>,
         mut closed: watch::Receiver<Option<(u16, &'static str)>>,
     ) {
         let mut shutdown = self.gateway.shutdown.clone();
