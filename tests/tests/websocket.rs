@@ -354,29 +354,37 @@ async fn a_client_that_reads_too_slowly_is_closed_with_4008_without_slowing_the_
     let mut fast = WsClient::connect(&app, &owner.token).await;
     fast.join(&room, None).await;
 
-    // Large messages fill the slow client's socket buffers and then its queue of 8.
-    let content = "x".repeat(1000);
+    // The fast client reads all along and reports the last seq it saw.
+    let (seen_tx, mut seen) = tokio::sync::watch::channel(0);
     let reader = tokio::spawn(async move {
-        let mut seen = 0;
-        while seen < 3000 {
-            if fast.recv_kind("message").await["type"] == "message" {
-                seen += 1;
-            }
-        }
-        fast
-    });
-    let sends = (0..6).map(|_| {
-        let (app, owner, room, content) = (&app, &owner, &room, &content);
-        async move {
-            for _ in 0..500 {
-                expect_status(app.send(owner, room, content).await, StatusCode::CREATED).await;
+        loop {
+            let seq = fast.recv_kind("message").await["message"]["seq"].as_i64().unwrap();
+            if seen_tx.send(seq).is_err() {
+                return;
             }
         }
     });
-    futures_util::future::join_all(sends).await;
-    // The fast reader got every message; the slow one was cut off.
-    reader.await.unwrap();
-    assert_eq!(slow.expect_close().await, 4008);
+    // The slow client reads nothing while large messages pour in: its socket buffers and then
+    // its queue of 64 fill up. Senders stop once the server reports a 4008 close.
+    let content = "x".repeat(1000);
+    let overflowed = || async {
+        let metrics = app.request(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+        metrics.contains(r#"convo_ws_closes_total{code="4008"}"#)
+    };
+    let mut sent = 0;
+    while !overflowed().await {
+        assert!(sent < 20_000, "no overflow after {sent} messages");
+        // Bursts well under the queue's 64, which a reading client absorbs.
+        let sends = (0..16).map(|_| app.send(&owner, &room, &content));
+        for response in futures_util::future::join_all(sends).await {
+            expect_status(response, StatusCode::CREATED).await;
+        }
+        sent += 16;
+    }
+    // The fast reader got every message; the slow one was cut off (after what was in flight).
+    tokio::time::timeout(Duration::from_secs(30), seen.wait_for(|seq| *seq == sent)).await.unwrap().unwrap();
+    reader.abort();
+    assert_eq!(slow.expect_close_within(Duration::from_secs(30)).await, 4008);
 }
 
 async fn shutdown_closes_every_socket_with_1001(app: TestApp) {
@@ -474,7 +482,7 @@ on_both_deployments! {
     invalid_frames_get_errors_and_too_many_close_with_1008: [];
     binary_frames_close_with_1008_and_oversized_ones_with_1009: [];
     logout_closes_that_sessions_sockets_with_4001_and_no_others: [];
-    a_client_that_reads_too_slowly_is_closed_with_4008_without_slowing_the_room: [("WS_OUTBOUND_QUEUE", "8"), ("RATE_LIMIT_POINTS", "100000")];
+    a_client_that_reads_too_slowly_is_closed_with_4008_without_slowing_the_room: [("WS_OUTBOUND_QUEUE", "64"), ("RATE_LIMIT_POINTS", "100000")];
     shutdown_closes_every_socket_with_1001: [];
     every_subscriber_sees_a_gapless_sequence_under_concurrent_rest_and_websocket_sends: [("RATE_LIMIT_POINTS", "1000")];
     a_session_that_expires_closes_its_sockets_with_4001: [("SESSION_TTL", "2")];

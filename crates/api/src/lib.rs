@@ -101,6 +101,7 @@ pub fn app(state: AppState, settings: &HttpSettings) -> BoxEndpoint<'static, Res
         state.chat.clone(),
         settings.ws_outbound_queue,
         &settings.shutdown,
+        metrics.clone(),
     );
     let api = openapi_service();
     let docs = api.swagger_ui();

@@ -8,6 +8,7 @@ use poem::{IntoResponse, Response, handler, web::Data};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -21,6 +22,11 @@ struct RouteLabels {
     status: u16,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseLabels {
+    code: u16,
+}
+
 type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 /// The process's metrics registry.
@@ -28,6 +34,8 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RouteLabels, Counter>,
     latency: LatencyFamily,
+    ws_connections: Gauge,
+    ws_closes: Family<CloseLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -48,7 +56,15 @@ impl Default for Metrics {
         let latency = LatencyFamily::new_with_constructor(latency_histogram as fn() -> Histogram);
         registry.register("http_requests", "HTTP requests handled", requests.clone());
         registry.register("http_request_duration_seconds", "Time to answer an HTTP request", latency.clone());
-        Self { registry, requests, latency }
+        let ws_connections = Gauge::default();
+        let ws_closes = Family::<CloseLabels, Counter>::default();
+        registry.register("ws_connections", "Open WebSocket connections", ws_connections.clone());
+        registry.register(
+            "ws_closes",
+            "WebSocket connections the server closed, by close code",
+            ws_closes.clone(),
+        );
+        Self { registry, requests, latency, ws_connections, ws_closes }
     }
 }
 
@@ -57,6 +73,18 @@ impl Metrics {
         let labels = RouteLabels { method: method.as_str().to_owned(), route, status: status.as_u16() };
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    }
+
+    pub fn ws_opened(&self) {
+        self.ws_connections.inc();
+    }
+
+    pub fn ws_ended(&self) {
+        self.ws_connections.dec();
+    }
+
+    pub fn ws_closed(&self, code: u16) {
+        self.ws_closes.get_or_create(&CloseLabels { code }).inc();
     }
 
     /// The text exposition of every metric.

@@ -2,6 +2,7 @@
 //! their order), and a writer task that drains the bounded outbound queue into the socket.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use convo_domain::{
@@ -18,6 +19,7 @@ use tokio::time::{Instant, interval_at};
 use super::Gateway;
 use super::hub::{ConnectionHandle, Outbound, close};
 use super::protocol::{ClientFrame, ServerFrame, deleted, member_json, message_json, parse, user_json};
+use crate::metrics::Metrics;
 
 /// Invalid frames in a row before the connection is closed with 1008.
 const MAX_INVALID_IN_A_ROW: u32 = 10;
@@ -39,7 +41,9 @@ pub async fn run(socket: WebSocketStream, gateway: Gateway, principal: Principal
     let (queue, queue_rx) = mpsc::channel(gateway.outbound_queue);
     let (close_now, close_rx) = watch::channel(None);
     let handle = ConnectionHandle::new(user.id, queue, close_now);
-    let writer = tokio::spawn(write_frames(sink, queue_rx, close_rx.clone()));
+    let metrics = gateway.metrics.clone();
+    metrics.ws_opened();
+    let writer = tokio::spawn(write_frames(sink, queue_rx, close_rx.clone(), metrics.clone()));
 
     let user_ref = UserRef::from(&user);
     let mut connection =
@@ -76,6 +80,7 @@ pub async fn run(socket: WebSocketStream, gateway: Gateway, principal: Principal
         }
     })
     .await;
+    metrics.ws_ended();
 }
 
 /// Writes queued frames, batching what is already queued into one flush, until a close. A
@@ -85,6 +90,7 @@ async fn write_frames(
     mut sink: SplitSink<WebSocketStream, Message>,
     mut queue: mpsc::Receiver<Outbound>,
     mut close_now: watch::Receiver<Option<(u16, &'static str)>>,
+    metrics: Arc<Metrics>,
 ) {
     // Once every handle is gone the watch has no sender: stop watching it and drain the queue.
     let mut watching = true;
@@ -113,6 +119,7 @@ async fn write_frames(
         }
     };
     if let Some((code, reason)) = close {
+        metrics.ws_closed(code);
         let _ = sink.send(Message::Close(Some((CloseCode::from(code), reason.to_owned())))).await;
     }
     let _ = sink.close().await;

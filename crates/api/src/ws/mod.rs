@@ -17,6 +17,7 @@ use poem::{IntoResponse, Request, Response, handler};
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use crate::metrics::Metrics;
 use crate::problem::{ApiError, ErrorCode};
 pub use hub::Hub;
 
@@ -55,6 +56,7 @@ pub struct Gateway {
     pub chat: Arc<ChatService>,
     pub hub: Hub,
     pub outbound_queue: usize,
+    pub metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -64,9 +66,17 @@ impl Gateway {
         chat: Arc<ChatService>,
         outbound_queue: usize,
         shutdown: &Shutdown,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let hub = Hub::new(chat.clone());
-        Self { auth, chat, hub, outbound_queue: outbound_queue.max(1), shutdown: shutdown.subscribe() }
+        Self {
+            auth,
+            chat,
+            hub,
+            outbound_queue: outbound_queue.max(1),
+            metrics,
+            shutdown: shutdown.subscribe(),
+        }
     }
 }
 
