@@ -148,22 +148,6 @@ impl WsClient {
         }
     }
 
-    /// Reads one frame every `pause` until the server closes; returns the close code.
-    pub async fn expect_close_reading_slowly(&mut self, pause: Duration, wait: Duration) -> u16 {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            tokio::time::sleep(pause).await;
-            let next = tokio::time::timeout_at(deadline, self.stream.next()).await.expect("a close in time");
-            match next {
-                Some(Ok(Message::Close(Some(CloseFrame { code, .. })))) => return code.into(),
-                Some(Ok(Message::Close(None))) => return 1005,
-                Some(Ok(_)) => continue,
-                Some(Err(error)) => panic!("connection failed before a close frame: {error}"),
-                None => panic!("connection ended without a close frame"),
-            }
-        }
-    }
-
     /// Joins a room and returns the `joined` frame (replayed messages before it are returned
     /// too, in order).
     pub async fn join(&mut self, room: &str, since: Option<i64>) -> (Vec<Value>, Value) {
