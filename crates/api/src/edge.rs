@@ -20,10 +20,6 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// An incoming request id longer than this, or not visible ASCII, is replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// The request id, readable by handlers through `Data<&RequestId>`.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
 pub struct Edge {
     metrics: Arc<Metrics>,
 }
@@ -55,7 +51,6 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let request_id = request_id_of(&request);
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        request.set_data(RequestId(request_id.clone()));
         let span = tracing::info_span!("request", request_id = %request_id, %method, %path);
 
         async move {

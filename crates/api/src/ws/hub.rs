@@ -375,11 +375,6 @@ impl Hub {
             }
         }
     }
-
-    /// Rooms with local subscribers (for tests and metrics).
-    pub fn rooms_followed(&self) -> usize {
-        lock(&self.inner.rooms).len()
-    }
 }
 
 /// Follows one room's events while it has local subscribers, putting new messages in seq order.
