@@ -396,19 +396,19 @@ impl Connection {
             hub.unsubscribe(room, self.handle.id);
         }
         // Subscribe first (frames held), then read what was missed: a message committed in
-        // between is in both, and the hub drops the copy at or below the replayed seq.
+        // between is in both, and the hub drops the copy at or below the resumed seq.
         if let Err(error) = hub.subscribe(room, &self.handle).await {
             return Ok(Some(Err(error)));
         }
-        let replay = match self.gateway.chat.replay(self.user.id, room, since).await {
-            Ok(replay) => replay,
+        let resumption = match self.gateway.chat.resume(self.user.id, room, since).await {
+            Ok(resumption) => resumption,
             Err(error) => {
                 hub.unsubscribe(room, self.handle.id);
                 return Ok(Some(Err(error)));
             }
         };
         self.rooms.insert(room);
-        for message in &replay.messages {
+        for message in &resumption.messages {
             if !self.handle.push_frame(&ServerFrame::Message { message: message_json(message) }) {
                 return Err(Stop);
             }
@@ -416,10 +416,10 @@ impl Connection {
         let joined = ServerFrame::Joined {
             reference,
             room_id: room.as_uuid(),
-            last_seq: replay.last_seq,
-            truncated: replay.truncated,
+            last_seq: resumption.last_seq,
+            truncated: resumption.truncated,
         };
-        if !hub.release(room, self.handle.id, replay.last_seq, Some(&joined)) {
+        if !hub.release(room, self.handle.id, resumption.last_seq, Some(&joined)) {
             return Err(Stop);
         }
         Ok(None)
