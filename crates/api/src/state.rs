@@ -1,15 +1,15 @@
-//! What every handler shares: the use cases and the readiness probes.
+//! What every handler shares: the use cases (the domain's inbound ports) and the readiness probes.
 
 use std::sync::Arc;
 
 use convo_domain::{AuthService, ChatService, Probe};
 
-/// The domain services behind the API, built by the server crate from whichever adapters the
-/// configuration chose.
+/// The domain's use cases behind the API, as trait objects: the server crate builds them from
+/// whichever adapters the configuration chose, and a test can hand in mocks.
 #[derive(Clone)]
 pub struct AppState {
-    pub auth: Arc<AuthService>,
-    pub chat: Arc<ChatService>,
+    pub auth: Arc<dyn AuthService>,
+    pub chat: Arc<dyn ChatService>,
     /// Dependencies `/ready` checks (database, cache).
     pub probes: Vec<Arc<dyn Probe>>,
 }

@@ -4,16 +4,10 @@
 use std::sync::Arc;
 
 use convo_api::{AppState, HttpSettings};
+use convo_domain::auth::MockAuthService;
+use convo_domain::chat::MockChatService;
 use convo_domain::health::MockProbe;
-use convo_domain::message::MockMessageCache;
-use convo_domain::{
-    AuthPorts, AuthService, AuthSettings, ChatPorts, ChatService, DomainError, Probe, RateLimit, SystemClock,
-};
-use convo_domain::{
-    event::MockEventBus, message::MockMessageRepository, presence::MockPresence, rate_limit::MockRateLimiter,
-    room::MockRoomRepository, session::MockSessionStore, session::MockTicketStore, session::MockTokenCodec,
-    user::MockPasswordHasher, user::MockUserRepository,
-};
+use convo_domain::{DomainError, Probe};
 use poem::http::StatusCode;
 use poem::test::TestClient;
 
@@ -26,35 +20,9 @@ fn probe(name: &'static str, up: bool) -> Arc<dyn Probe> {
     Arc::new(probe)
 }
 
-/// Services whose ports expect no call: readiness must not touch them.
+/// Use cases that expect no call: readiness must not touch them.
 fn state(probes: Vec<Arc<dyn Probe>>) -> AppState {
-    let auth = AuthService::new(
-        AuthPorts {
-            users: Arc::new(MockUserRepository::new()),
-            hasher: Arc::new(MockPasswordHasher::new()),
-            sessions: Arc::new(MockSessionStore::new()),
-            tickets: Arc::new(MockTicketStore::new()),
-            tokens: Arc::new(MockTokenCodec::new()),
-            limiter: Arc::new(MockRateLimiter::new()),
-            events: Arc::new(MockEventBus::new()),
-            clock: Arc::new(SystemClock),
-        },
-        AuthSettings::default(),
-    );
-    let chat = ChatService::new(
-        ChatPorts {
-            users: Arc::new(MockUserRepository::new()),
-            rooms: Arc::new(MockRoomRepository::new()),
-            messages: Arc::new(MockMessageRepository::new()),
-            cache: Arc::new(MockMessageCache::new()),
-            limiter: Arc::new(MockRateLimiter::new()),
-            events: Arc::new(MockEventBus::new()),
-            presence: Arc::new(MockPresence::new()),
-            clock: Arc::new(SystemClock),
-        },
-        RateLimit { points: 5, window: std::time::Duration::from_secs(10) },
-    );
-    AppState { auth: Arc::new(auth), chat: Arc::new(chat), probes }
+    AppState { auth: Arc::new(MockAuthService::new()), chat: Arc::new(MockChatService::new()), probes }
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
 use crate::clock::Clock;
@@ -72,8 +73,54 @@ pub struct AuthPorts {
     pub clock: Arc<dyn Clock>,
 }
 
-/// Registration, login, token checks and logout.
-pub struct AuthService {
+/// The authentication use cases, as the api calls them: the inbound port that
+/// [`AuthUseCases`] implements.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait AuthService: Send + Sync {
+    /// Creates the user and logs them in.
+    async fn register(
+        &self,
+        email: Email,
+        username: Username,
+        password: Password,
+    ) -> DomainResult<IssuedToken>;
+
+    /// Checks the password and opens a session. Failed attempts count against the email and the
+    /// client address; past either budget, even a right password is refused until the window ends.
+    async fn login(
+        &self,
+        email: Email,
+        password: Password,
+        client: Option<IpAddr>,
+    ) -> DomainResult<IssuedToken>;
+
+    /// The caller named by a bearer token, whose session is alive; extends the session.
+    async fn authenticate(&self, token: &str) -> DomainResult<Principal>;
+
+    /// `Unauthenticated` unless the principal's session is alive; a live session is extended,
+    /// as any activity extends it.
+    async fn check_session(&self, principal: &Principal) -> DomainResult<()>;
+
+    /// A ticket that opens one WebSocket as the caller within [`WS_TICKET_TTL`], for browsers,
+    /// which cannot send an `Authorization` header with the handshake.
+    async fn issue_ws_ticket(&self, principal: &Principal) -> DomainResult<WsTicket>;
+
+    /// The principal a ticket was issued to, once, while its session lives.
+    async fn redeem_ws_ticket(&self, ticket: &str) -> DomainResult<Principal>;
+
+    /// The caller's own account.
+    async fn me(&self, principal: &Principal) -> DomainResult<User>;
+
+    /// Ends the caller's session, everywhere at once.
+    async fn logout(&self, principal: &Principal) -> DomainResult<()>;
+
+    /// Ends every session of the caller.
+    async fn logout_all(&self, principal: &Principal) -> DomainResult<()>;
+}
+
+/// The authentication use cases, implemented over the outbound ports.
+pub struct AuthUseCases {
     ports: AuthPorts,
     settings: AuthSettings,
     /// Checked against when the email is unknown, so that such a login costs what a wrong
@@ -81,119 +128,21 @@ pub struct AuthService {
     decoy_hash: OnceCell<PasswordHash>,
 }
 
-impl std::fmt::Debug for AuthService {
+impl std::fmt::Debug for AuthUseCases {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthService").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("AuthUseCases").field("settings", &self.settings).finish_non_exhaustive()
     }
 }
 
-impl AuthService {
+impl AuthUseCases {
+    /// The use cases over these ports, with these settings.
     pub fn new(ports: AuthPorts, settings: AuthSettings) -> Self {
         Self { ports, settings, decoy_hash: OnceCell::new() }
     }
 
+    /// How sessions and login throttling behave here.
     pub fn settings(&self) -> &AuthSettings {
         &self.settings
-    }
-
-    /// Creates the user and logs them in.
-    pub async fn register(
-        &self,
-        email: Email,
-        username: Username,
-        password: Password,
-    ) -> DomainResult<IssuedToken> {
-        let password_hash = self.ports.hasher.hash(&password).await?;
-        let user = User { id: UserId::generate(), email, username, created_at: self.ports.clock.now() };
-        self.ports.users.create(&user, &password_hash).await?;
-        self.open_session(user).await
-    }
-
-    /// Checks the password and opens a session. Failed attempts count against the email and the
-    /// client address; past either budget, even a right password is refused until the window ends.
-    pub async fn login(
-        &self,
-        email: Email,
-        password: Password,
-        client: Option<IpAddr>,
-    ) -> DomainResult<IssuedToken> {
-        let keys = self.login_keys(&email, client);
-        for (key, limit) in &keys {
-            if let RateDecision::Limited { retry_after } = self.ports.limiter.peek(key, *limit).await? {
-                return Err(DomainError::TooManyAttempts { retry_after });
-            }
-        }
-
-        let credentials = self.ports.users.find_credentials(&email).await?;
-        let hash = match &credentials {
-            Some(found) => found.password_hash.clone(),
-            None => self.decoy_hash().await?.clone(),
-        };
-        let password_matches = self.ports.hasher.verify(&password, &hash).await?;
-        match credentials {
-            Some(found) if password_matches => self.open_session(found.user).await,
-            _ => {
-                for (key, limit) in &keys {
-                    self.ports.limiter.acquire(key, *limit).await?;
-                }
-                Err(DomainError::InvalidCredentials)
-            }
-        }
-    }
-
-    /// The caller named by a bearer token, whose session is alive; extends the session.
-    pub async fn authenticate(&self, token: &str) -> DomainResult<Principal> {
-        let claims = self.ports.tokens.decode(token)?;
-        let principal = Principal { user_id: claims.sub, session_id: claims.sid };
-        self.check_session(&principal).await?;
-        Ok(principal)
-    }
-
-    /// `Unauthenticated` unless the principal's session is alive; a live session is extended,
-    /// as any activity extends it.
-    pub async fn check_session(&self, principal: &Principal) -> DomainResult<()> {
-        match self.ports.sessions.touch(principal.session_id, self.settings.session_ttl).await? {
-            Some(session) if session.user_id == principal.user_id => Ok(()),
-            _ => Err(DomainError::Unauthenticated),
-        }
-    }
-
-    /// A ticket that opens one WebSocket as the caller within [`WS_TICKET_TTL`], for browsers,
-    /// which cannot send an `Authorization` header with the handshake.
-    pub async fn issue_ws_ticket(&self, principal: &Principal) -> DomainResult<WsTicket> {
-        // 244 random bits, URL-safe.
-        let ticket = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        self.ports.tickets.issue(&ticket, *principal, WS_TICKET_TTL).await?;
-        Ok(WsTicket { ticket, expires_in: WS_TICKET_TTL })
-    }
-
-    /// The principal a ticket was issued to, once, while its session lives.
-    pub async fn redeem_ws_ticket(&self, ticket: &str) -> DomainResult<Principal> {
-        let principal = self.ports.tickets.redeem(ticket).await?.ok_or(DomainError::Unauthenticated)?;
-        self.check_session(&principal).await?;
-        Ok(principal)
-    }
-
-    /// The caller's own account.
-    pub async fn me(&self, principal: &Principal) -> DomainResult<User> {
-        self.ports.users.find_by_id(principal.user_id).await?.ok_or(DomainError::Unauthenticated)
-    }
-
-    /// Ends the caller's session, everywhere at once.
-    pub async fn logout(&self, principal: &Principal) -> DomainResult<()> {
-        self.ports.sessions.revoke(principal.user_id, principal.session_id).await?;
-        self.announce_revoked(principal.user_id, vec![principal.session_id]).await;
-        Ok(())
-    }
-
-    /// Ends every session of the caller.
-    pub async fn logout_all(&self, principal: &Principal) -> DomainResult<()> {
-        let mut ended = self.ports.sessions.revoke_all(principal.user_id).await?;
-        if !ended.contains(&principal.session_id) {
-            ended.push(principal.session_id);
-        }
-        self.announce_revoked(principal.user_id, ended).await;
-        Ok(())
     }
 
     async fn open_session(&self, user: User) -> DomainResult<IssuedToken> {
@@ -238,6 +187,97 @@ impl AuthService {
     }
 }
 
+#[async_trait]
+impl AuthService for AuthUseCases {
+    async fn register(
+        &self,
+        email: Email,
+        username: Username,
+        password: Password,
+    ) -> DomainResult<IssuedToken> {
+        let password_hash = self.ports.hasher.hash(&password).await?;
+        let user = User { id: UserId::generate(), email, username, created_at: self.ports.clock.now() };
+        self.ports.users.create(&user, &password_hash).await?;
+        self.open_session(user).await
+    }
+
+    async fn login(
+        &self,
+        email: Email,
+        password: Password,
+        client: Option<IpAddr>,
+    ) -> DomainResult<IssuedToken> {
+        let keys = self.login_keys(&email, client);
+        for (key, limit) in &keys {
+            if let RateDecision::Limited { retry_after } = self.ports.limiter.peek(key, *limit).await? {
+                return Err(DomainError::TooManyAttempts { retry_after });
+            }
+        }
+
+        let credentials = self.ports.users.find_credentials(&email).await?;
+        let hash = match &credentials {
+            Some(found) => found.password_hash.clone(),
+            None => self.decoy_hash().await?.clone(),
+        };
+        let password_matches = self.ports.hasher.verify(&password, &hash).await?;
+        match credentials {
+            Some(found) if password_matches => self.open_session(found.user).await,
+            _ => {
+                for (key, limit) in &keys {
+                    self.ports.limiter.acquire(key, *limit).await?;
+                }
+                Err(DomainError::InvalidCredentials)
+            }
+        }
+    }
+
+    async fn authenticate(&self, token: &str) -> DomainResult<Principal> {
+        let claims = self.ports.tokens.decode(token)?;
+        let principal = Principal { user_id: claims.sub, session_id: claims.sid };
+        self.check_session(&principal).await?;
+        Ok(principal)
+    }
+
+    async fn check_session(&self, principal: &Principal) -> DomainResult<()> {
+        match self.ports.sessions.touch(principal.session_id, self.settings.session_ttl).await? {
+            Some(session) if session.user_id == principal.user_id => Ok(()),
+            _ => Err(DomainError::Unauthenticated),
+        }
+    }
+
+    async fn issue_ws_ticket(&self, principal: &Principal) -> DomainResult<WsTicket> {
+        // 244 random bits, URL-safe.
+        let ticket = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        self.ports.tickets.issue(&ticket, *principal, WS_TICKET_TTL).await?;
+        Ok(WsTicket { ticket, expires_in: WS_TICKET_TTL })
+    }
+
+    async fn redeem_ws_ticket(&self, ticket: &str) -> DomainResult<Principal> {
+        let principal = self.ports.tickets.redeem(ticket).await?.ok_or(DomainError::Unauthenticated)?;
+        self.check_session(&principal).await?;
+        Ok(principal)
+    }
+
+    async fn me(&self, principal: &Principal) -> DomainResult<User> {
+        self.ports.users.find_by_id(principal.user_id).await?.ok_or(DomainError::Unauthenticated)
+    }
+
+    async fn logout(&self, principal: &Principal) -> DomainResult<()> {
+        self.ports.sessions.revoke(principal.user_id, principal.session_id).await?;
+        self.announce_revoked(principal.user_id, vec![principal.session_id]).await;
+        Ok(())
+    }
+
+    async fn logout_all(&self, principal: &Principal) -> DomainResult<()> {
+        let mut ended = self.ports.sessions.revoke_all(principal.user_id).await?;
+        if !ended.contains(&principal.session_id) {
+            ended.push(principal.session_id);
+        }
+        self.announce_revoked(principal.user_id, ended).await;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -276,10 +316,10 @@ mod tests {
             }
         }
 
-        fn service(self) -> AuthService {
+        fn service(self) -> AuthUseCases {
             let mut clock = MockClock::new();
             clock.expect_now().returning(|| Utc.timestamp_opt(1_800_000_000, 0).unwrap());
-            AuthService::new(
+            AuthUseCases::new(
                 AuthPorts {
                     users: Arc::new(self.users),
                     hasher: Arc::new(self.hasher),

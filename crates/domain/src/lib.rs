@@ -25,8 +25,8 @@ pub mod room;
 pub mod session;
 pub mod user;
 
-pub use auth::{AuthPorts, AuthService, AuthSettings, IssuedToken, WS_TICKET_TTL, WsTicket};
-pub use chat::{ChatPorts, ChatService, MAX_RESUMED_MESSAGES, Resumption, RoomRef};
+pub use auth::{AuthPorts, AuthService, AuthSettings, AuthUseCases, IssuedToken, WS_TICKET_TTL, WsTicket};
+pub use chat::{ChatPorts, ChatService, ChatUseCases, MAX_RESUMED_MESSAGES, Resumption, RoomRef};
 pub use clock::{Clock, SystemClock};
 pub use error::{BoxError, DomainError, DomainResult, ValidationError};
 pub use event::{Event, EventBus, EventReceiver, Topic};

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use convo_api::ws::Shutdown;
 use convo_api::{AppState, HttpSettings};
-use convo_domain::{AuthPorts, AuthService, AuthSettings, ChatPorts, ChatService, RateLimit, SystemClock};
+use convo_domain::{AuthPorts, AuthSettings, AuthUseCases, ChatPorts, ChatUseCases, RateLimit, SystemClock};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -53,7 +53,7 @@ pub async fn build_app(
 ) -> Result<poem::endpoint::BoxEndpoint<'static, poem::Response>, StartError> {
     let adapters = adapters::build(config).await?;
     let clock = Arc::new(SystemClock);
-    let auth = AuthService::new(
+    let auth = AuthUseCases::new(
         AuthPorts {
             users: adapters.users.clone(),
             hasher: adapters.hasher,
@@ -66,7 +66,7 @@ pub async fn build_app(
         },
         AuthSettings { session_ttl: config.session_ttl, ..AuthSettings::default() },
     );
-    let chat = ChatService::new(
+    let chat = ChatUseCases::new(
         ChatPorts {
             users: adapters.users,
             rooms: adapters.rooms,

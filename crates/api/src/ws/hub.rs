@@ -231,11 +231,19 @@ pub struct Hub {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
-    chat: Arc<ChatService>,
+    chat: Arc<dyn ChatService>,
     rooms: Mutex<HashMap<RoomId, RoomFeed>>,
     typing: Mutex<HashMap<(UserId, RoomId), Instant>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("rooms", &self.rooms)
+            .field("typing", &self.typing)
+            .finish_non_exhaustive()
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -243,7 +251,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
-    pub fn new(chat: Arc<ChatService>) -> Self {
+    pub fn new(chat: Arc<dyn ChatService>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 chat,

@@ -50,10 +50,10 @@ impl Default for Shutdown {
 }
 
 /// What every connection shares.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Gateway {
-    pub auth: Arc<AuthService>,
-    pub chat: Arc<ChatService>,
+    pub auth: Arc<dyn AuthService>,
+    pub chat: Arc<dyn ChatService>,
     pub hub: Hub,
     pub outbound_queue: usize,
     pub metrics: Arc<Metrics>,
@@ -62,8 +62,8 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(
-        auth: Arc<AuthService>,
-        chat: Arc<ChatService>,
+        auth: Arc<dyn AuthService>,
+        chat: Arc<dyn ChatService>,
         outbound_queue: usize,
         shutdown: &Shutdown,
         metrics: Arc<Metrics>,
@@ -77,6 +77,17 @@ impl Gateway {
             metrics,
             shutdown: shutdown.subscribe(),
         }
+    }
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("hub", &self.hub)
+            .field("outbound_queue", &self.outbound_queue)
+            .field("metrics", &self.metrics)
+            .field("shutdown", &self.shutdown)
+            .finish_non_exhaustive()
     }
 }
 
@@ -104,7 +115,7 @@ pub async fn endpoint(
     Query(query): Query<TicketQuery>,
     gateway: Data<&Gateway>,
 ) -> poem::Result<Response> {
-    let principal = authenticate(request, query.ticket.as_deref(), &gateway.auth).await?;
+    let principal = authenticate(request, query.ticket.as_deref(), gateway.auth.as_ref()).await?;
     let user = gateway.auth.me(&principal).await.map_err(ApiError::from)?;
     let socket = socket.map_err(|error| {
         ApiError::new(
@@ -123,7 +134,7 @@ pub async fn endpoint(
 async fn authenticate(
     request: &Request,
     ticket: Option<&str>,
-    auth: &AuthService,
+    auth: &dyn AuthService,
 ) -> Result<Principal, ApiError> {
     let bearer = request
         .header("authorization")

@@ -1,7 +1,10 @@
 //! The live side of a room: a stream resuming after the last seq it saw, filling gaps, typing
 //! and presence.
+//!
+//! Each method implements the [`ChatService`](super::ChatService) method of the same name,
+//! whose documentation states its contract.
 
-use super::ChatService;
+use super::ChatUseCases;
 use crate::error::DomainResult;
 use crate::event::{Event, EventReceiver, Topic};
 use crate::id::{RoomId, UserId};
@@ -23,10 +26,13 @@ pub struct Resumption {
     pub truncated: bool,
 }
 
-impl ChatService {
-    /// For a member opening a room's live stream: the room's latest seq, and with `since` the
-    /// messages after it (unless more than [`MAX_RESUMED_MESSAGES`] were missed).
-    pub async fn resume(&self, user: UserId, room: RoomId, since: Option<i64>) -> DomainResult<Resumption> {
+impl ChatUseCases {
+    pub(super) async fn resume(
+        &self,
+        user: UserId,
+        room: RoomId,
+        since: Option<i64>,
+    ) -> DomainResult<Resumption> {
         self.require_member(room, user).await?;
         let last_seq = self.find_room(room).await?.last_seq;
         let Some(since) = since else {
@@ -42,9 +48,7 @@ impl ChatService {
         Ok(Resumption { messages, last_seq, truncated: false })
     }
 
-    /// The messages of a room with a seq in `after+1 .. before`, for a live stream filling a gap
-    /// it noticed (no membership check: the stream is already authorised).
-    pub async fn messages_between(
+    pub(super) async fn messages_between(
         &self,
         room: RoomId,
         after: i64,
@@ -77,34 +81,28 @@ impl ChatService {
         Ok(messages)
     }
 
-    /// The live events of a room or of a user, for a gateway that has already checked the
-    /// caller may see them.
-    pub async fn subscribe(&self, topic: Topic) -> DomainResult<EventReceiver> {
+    pub(super) async fn subscribe(&self, topic: Topic) -> DomainResult<EventReceiver> {
         self.ports.events.subscribe(topic).await
     }
 
-    /// The seq of the room's latest message (0 before the first).
-    pub async fn last_seq(&self, room: RoomId) -> DomainResult<i64> {
+    pub(super) async fn last_seq(&self, room: RoomId) -> DomainResult<i64> {
         Ok(self.find_room(room).await?.last_seq)
     }
 
-    /// Tells the room's other subscribers that `user` is typing; nothing is stored.
-    pub async fn typing(&self, user: &UserRef, room: RoomId) -> DomainResult<()> {
+    pub(super) async fn typing(&self, user: &UserRef, room: RoomId) -> DomainResult<()> {
         self.require_member(room, user.id).await?;
         self.announce(Event::Typing { room_id: room, user: user.clone() }).await;
         Ok(())
     }
 
-    /// Records a new live connection of `user`; the first one tells every room of theirs.
-    pub async fn connected(&self, user: &UserRef) -> DomainResult<()> {
+    pub(super) async fn connected(&self, user: &UserRef) -> DomainResult<()> {
         if self.ports.presence.connected(user.id).await? {
             self.announce_presence(user, true).await?;
         }
         Ok(())
     }
 
-    /// Records a closed connection of `user`; the last one tells every room of theirs.
-    pub async fn disconnected(&self, user: &UserRef) -> DomainResult<()> {
+    pub(super) async fn disconnected(&self, user: &UserRef) -> DomainResult<()> {
         if self.ports.presence.disconnected(user.id).await? {
             self.announce_presence(user, false).await?;
         }

@@ -1,7 +1,10 @@
 //! Messages: sending (with idempotent retries), reading history (through the cache), editing
 //! and deleting.
+//!
+//! Each method implements the [`ChatService`](super::ChatService) method of the same name,
+//! whose documentation states its contract.
 
-use super::{ChatService, RoomRef};
+use super::{ChatUseCases, RoomRef};
 use crate::error::{DomainError, DomainResult, ValidationError};
 use crate::event::Event;
 use crate::id::{MessageId, RoomId, UserId};
@@ -11,10 +14,8 @@ use crate::message::{
 };
 use crate::rate_limit::RateDecision;
 
-impl ChatService {
-    /// Stores a message and tells the room. A retry with the same `client_message_id` returns
-    /// the original message (`created: false`) without storing or counting anything.
-    pub async fn send(
+impl ChatUseCases {
+    pub(super) async fn send(
         &self,
         author: UserId,
         room: &RoomRef,
@@ -55,9 +56,7 @@ impl ChatService {
         Ok(posted)
     }
 
-    /// A page of the room's history, for a member. The latest page comes from the cache when
-    /// it can answer.
-    pub async fn history(
+    pub(super) async fn history(
         &self,
         user: UserId,
         room: &RoomRef,
@@ -85,8 +84,12 @@ impl ChatService {
         Ok(latest_of(recent, query.limit))
     }
 
-    /// Replaces the content of the caller's own message.
-    pub async fn edit(&self, user: UserId, id: MessageId, content: MessageContent) -> DomainResult<Message> {
+    pub(super) async fn edit(
+        &self,
+        user: UserId,
+        id: MessageId,
+        content: MessageContent,
+    ) -> DomainResult<Message> {
         let message = self.find_message(id).await?;
         if message.author.id != user {
             return Err(DomainError::NotTheAuthor);
@@ -100,9 +103,7 @@ impl ChatService {
         Ok(edited)
     }
 
-    /// Deletes a message: the author may delete their own, the room's owner any. Returns the
-    /// room it was in.
-    pub async fn delete(&self, user: UserId, id: MessageId) -> DomainResult<RoomId> {
+    pub(super) async fn delete(&self, user: UserId, id: MessageId) -> DomainResult<RoomId> {
         let message = self.find_message(id).await?;
         if message.author.id != user && self.find_room(message.room_id).await?.owner_id != user {
             return Err(DomainError::NotTheAuthor);

@@ -1,37 +1,35 @@
 //! Rooms and memberships: creating, listing, joining, leaving, and who is in a room.
+//!
+//! Each method implements the [`ChatService`](super::ChatService) method of the same name,
+//! whose documentation states its contract.
 
-use super::ChatService;
+use super::ChatUseCases;
 use crate::error::DomainResult;
 use crate::event::Event;
 use crate::id::{RoomId, UserId};
 use crate::room::{DirectoryQuery, Member, NewRoom, Room, RoomName, RoomSummary};
 
-impl ChatService {
-    /// Creates a room owned by `owner`, who becomes its first member.
-    pub async fn create_room(&self, owner: UserId, name: RoomName) -> DomainResult<Room> {
+impl ChatUseCases {
+    pub(super) async fn create_room(&self, owner: UserId, name: RoomName) -> DomainResult<Room> {
         let room =
             NewRoom { id: RoomId::generate(), name, owner_id: owner, created_at: self.ports.clock.now() };
         self.ports.rooms.create(&room).await
     }
 
-    /// The user's rooms, most recently active first.
-    pub async fn rooms_of(&self, user: UserId) -> DomainResult<Vec<RoomSummary>> {
+    pub(super) async fn rooms_of(&self, user: UserId) -> DomainResult<Vec<RoomSummary>> {
         self.ports.rooms.rooms_of(user).await
     }
 
-    /// Every room whose name starts with the prefix, by name.
-    pub async fn directory(&self, query: &DirectoryQuery) -> DomainResult<Vec<Room>> {
+    pub(super) async fn directory(&self, query: &DirectoryQuery) -> DomainResult<Vec<Room>> {
         self.ports.rooms.directory(query).await
     }
 
-    /// A room the user belongs to.
-    pub async fn room(&self, user: UserId, room: RoomId) -> DomainResult<Room> {
+    pub(super) async fn room(&self, user: UserId, room: RoomId) -> DomainResult<Room> {
         self.require_member(room, user).await?;
         self.find_room(room).await
     }
 
-    /// Adds the user to the room; joining twice changes nothing.
-    pub async fn join(&self, user: UserId, room: RoomId) -> DomainResult<Room> {
+    pub(super) async fn join(&self, user: UserId, room: RoomId) -> DomainResult<Room> {
         if self.ports.rooms.join(room, user, self.ports.clock.now()).await? {
             let user = self.user_ref(user).await?;
             self.announce(Event::MemberJoined { room_id: room, user }).await;
@@ -39,8 +37,7 @@ impl ChatService {
         self.find_room(room).await
     }
 
-    /// Removes the user from the room; leaving twice changes nothing.
-    pub async fn leave(&self, user: UserId, room: RoomId) -> DomainResult<()> {
+    pub(super) async fn leave(&self, user: UserId, room: RoomId) -> DomainResult<()> {
         self.find_room(room).await?;
         if self.ports.rooms.leave(room, user).await? {
             let user = self.user_ref(user).await?;
@@ -49,8 +46,7 @@ impl ChatService {
         Ok(())
     }
 
-    /// The room's members with their online flags, for a member.
-    pub async fn members(&self, user: UserId, room: RoomId) -> DomainResult<Vec<Member>> {
+    pub(super) async fn members(&self, user: UserId, room: RoomId) -> DomainResult<Vec<Member>> {
         self.require_member(room, user).await?;
         let mut members = self.ports.rooms.members(room).await?;
         let ids: Vec<UserId> = members.iter().map(|member| member.user_id).collect();

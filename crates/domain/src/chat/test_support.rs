@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 
-use super::{ChatPorts, ChatService};
+use super::{ChatPorts, ChatUseCases};
 use crate::clock::MockClock;
 use crate::event::MockEventBus;
 use crate::id::{MessageId, RoomId, UserId};
@@ -44,10 +44,10 @@ impl Mocks {
         self.rooms.expect_membership().returning(|_, _| Ok(Membership::Member));
     }
 
-    pub(super) fn service(self) -> ChatService {
+    pub(super) fn service(self) -> ChatUseCases {
         let mut clock = MockClock::new();
         clock.expect_now().returning(|| Utc.timestamp_opt(1_800_000_000, 0).unwrap());
-        ChatService::new(
+        ChatUseCases::new(
             ChatPorts {
                 users: Arc::new(self.users),
                 rooms: Arc::new(self.rooms),
