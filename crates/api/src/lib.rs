@@ -1,9 +1,10 @@
 //! # Convo's HTTP API
 //!
 //! The inbound adapter of the hexagon: REST routes with poem-openapi, Swagger UI at `/docs`, the
-//! OpenAPI document at `/openapi.json`, `/metrics`, and the WebSocket gateway at `/ws`. It calls
-//! the domain's use cases and knows no adapter: the server crate hands it an [`AppState`] built
-//! from whichever adapters the configuration chose.
+//! OpenAPI document at `/openapi.json`, `/metrics`, and the WebSocket gateway at `/ws`. It
+//! depends only on the domain's inbound ports, the `AuthService` and `ChatService` traits, and
+//! knows no adapter: the server crate hands it an [`AppState`] holding the use cases as trait
+//! objects, built from whichever adapters the configuration chose; a test hands it mocks.
 //!
 //! Every error of every route leaves through one place, the [`edge`] middleware, as RFC 9457
 //! problem details with a stable `code` and the request's `x-request-id`.

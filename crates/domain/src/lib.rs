@@ -1,15 +1,20 @@
 //! # Convo's domain
 //!
-//! The centre of the hexagon: users, rooms and messages, the rules that make a value valid, the
-//! use cases ([`AuthService`], [`ChatService`]) that the api crate calls, and the ports (async
-//! traits) that the adapter crates implement: storage, sessions, rate limits, the message cache,
-//! events, presence, password hashing and tokens.
+//! The centre of the hexagon: users, rooms and messages, the rules that make a value valid, and
+//! the ports, all async traits used as `Arc<dyn Port>`:
+//!
+//! - the inbound ports, the use cases the api crate calls: [`AuthService`] and [`ChatService`],
+//!   implemented here by [`AuthUseCases`] and [`ChatUseCases`];
+//! - the outbound ports those use cases need ([`AuthPorts`], [`ChatPorts`]), which the adapter
+//!   crates implement: storage, sessions, rate limits, the message cache, events, presence,
+//!   password hashing and tokens.
 //!
 //! Nothing here knows HTTP, SQL or Redis. Validation happens once, at the edge, by parsing raw
 //! input into value types (`Email::parse`, `RoomName::parse`, ...) that cannot hold a bad value;
 //! every refusal is a [`DomainError`] whose variant is one of the API's stable error codes.
 //!
-//! With the `mocks` feature, every port has a mockall mock (`MockUserRepository`, ...).
+//! With the `mocks` feature, every port, inbound or outbound, has a mockall mock
+//! (`auth::MockAuthService`, `chat::MockChatService`, `user::MockUserRepository`, ...).
 
 pub mod auth;
 pub mod chat;
