@@ -24,6 +24,7 @@ pub mod event;
 pub mod health;
 pub mod id;
 pub mod message;
+pub mod outage;
 pub mod presence;
 pub mod rate_limit;
 pub mod room;
@@ -41,6 +42,7 @@ pub use message::{
     CachedPage, ClientMessageId, FillTicket, HistoryPage, HistoryQuery, Message, MessageCache,
     MessageContent, MessageRepository, NewMessage, Posted, RECENT_MESSAGES,
 };
+pub use outage::OutageLog;
 pub use presence::Presence;
 pub use rate_limit::{RateDecision, RateLimit, RateLimiter};
 pub use room::{

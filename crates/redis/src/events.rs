@@ -12,12 +12,11 @@
 //! (room, seq), so a publish retried after a timeout is seen once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use convo_domain::{DomainError, DomainResult, Event, EventBus, EventReceiver, Topic};
+use convo_domain::{DomainError, DomainResult, Event, EventBus, EventReceiver, OutageLog, Topic};
 use fred::clients::SubscriberClient;
 use fred::prelude::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::Message as RedisMessage;
@@ -53,7 +52,7 @@ struct Shared {
     /// Held around every SUBSCRIBE and UNSUBSCRIBE, so that they reach Redis in the order the
     /// map changed.
     subscriptions: tokio::sync::Mutex<()>,
-    degraded: AtomicBool,
+    outage: OutageLog,
 }
 
 impl std::fmt::Debug for Shared {
@@ -126,7 +125,10 @@ impl RedisEventBus {
             subscriber,
             topics: Mutex::new(HashMap::new()),
             subscriptions: tokio::sync::Mutex::new(()),
-            degraded: AtomicBool::new(false),
+            outage: OutageLog::new(
+                "Redis unreachable: events reach this instance's subscribers only",
+                "Redis reachable again: events reach every instance",
+            ),
         });
         let dispatcher = tokio::spawn(dispatch(Arc::downgrade(&shared), inbox));
         let sweeper = tokio::spawn(sweep(Arc::downgrade(&shared)));
@@ -196,17 +198,9 @@ impl Shared {
 
     fn note(&self, failed: Option<&DomainError>) {
         match failed {
-            Some(error) => {
-                if !self.degraded.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(%error, "Redis unreachable: events reach this instance's subscribers only");
-                }
-            }
-            None => {
-                if self.degraded.swap(false, Ordering::Relaxed) {
-                    tracing::info!("Redis reachable again: events reach every instance");
-                }
-            }
-        }
+            Some(error) => self.outage.failed(error),
+            None => self.outage.recovered(),
+        };
     }
 }
 

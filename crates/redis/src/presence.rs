@@ -6,12 +6,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use convo_domain::{DomainResult, Presence, UserId};
+use convo_domain::{DomainResult, OutageLog, Presence, UserId};
 use fred::prelude::{KeysInterface, SortedSetsInterface};
 use fred::types::scripts::Script;
 use tokio::sync::Mutex;
@@ -69,7 +68,7 @@ struct Shared {
     /// Live connections per user on this instance; each shard's lock is held across its Redis
     /// call, so one instance's registrations of a user reach Redis in order.
     shards: Vec<Mutex<HashMap<UserId, u32>>>,
-    degraded: AtomicBool,
+    outage: OutageLog,
 }
 
 impl RedisPresence {
@@ -89,7 +88,10 @@ impl RedisPresence {
             ttl,
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            degraded: AtomicBool::new(false),
+            outage: OutageLog::new(
+                "Redis unreachable: presence shows this instance's users only",
+                "Redis reachable again: presence is shared across instances",
+            ),
         });
         let heartbeat = tokio::spawn(heartbeat(Arc::downgrade(&shared), ttl / 3));
         Self { shared, heartbeat }
@@ -116,15 +118,11 @@ impl Shared {
             vec![self.instance.clone(), now.to_string(), expiry.to_string(), millis(self.ttl).to_string()];
         match self.redis.script(WHAT, script, vec![self.redis.keys().presence(user)], args).await {
             Ok(answer) => {
-                if self.degraded.swap(false, Ordering::Relaxed) {
-                    tracing::info!("Redis reachable again: presence is shared across instances");
-                }
+                self.outage.recovered();
                 Some(int(&answer) == Some(1))
             }
             Err(error) => {
-                if !self.degraded.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(%error, "Redis unreachable: presence shows this instance's users only");
-                }
+                self.outage.failed(&error);
                 None
             }
         }
