@@ -44,7 +44,7 @@ pub use message::{
 };
 pub use outage::OutageLog;
 pub use presence::Presence;
-pub use rate_limit::{RateDecision, RateLimit, RateLimiter};
+pub use rate_limit::{FallbackRateLimiter, RateDecision, RateLimit, RateLimiter};
 pub use room::{
     DirectoryQuery, Member, Membership, NewRoom, Room, RoomName, RoomRepository, RoomSummary, name_key,
 };

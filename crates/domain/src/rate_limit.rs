@@ -1,10 +1,13 @@
-//! Rate limits: a budget of points per fixed window, counted per key across every instance.
+//! Rate limits: a budget of points per fixed window, counted per key across every instance,
+//! and a limiter that falls back on another while the first cannot answer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::error::DomainResult;
+use crate::outage::OutageLog;
 
 /// `points` per `window`; the window opens at the first point taken and closes `window` later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,4 +31,147 @@ pub trait RateLimiter: Send + Sync {
     async fn acquire(&self, key: &str, limit: RateLimit) -> DomainResult<RateDecision>;
     /// Says whether a point could be taken, without taking it.
     async fn peek(&self, key: &str, limit: RateLimit) -> DomainResult<RateDecision>;
+}
+
+/// A [`RateLimiter`] that asks `primary` and, while it fails, answers from `fallback` instead
+/// (a shared limiter backed by a local one: each instance then enforces the budget on its own,
+/// rather than letting everything through or refusing everything). It goes back to `primary`
+/// as soon as that answers again. Every error of a limiter is a failure to answer, so every
+/// error falls back.
+pub struct FallbackRateLimiter {
+    primary: Arc<dyn RateLimiter>,
+    fallback: Arc<dyn RateLimiter>,
+    outage: OutageLog,
+}
+
+impl FallbackRateLimiter {
+    /// `outage` says what logs when `primary` starts and stops failing.
+    pub fn new(primary: Arc<dyn RateLimiter>, fallback: Arc<dyn RateLimiter>, outage: OutageLog) -> Self {
+        Self { primary, fallback, outage }
+    }
+
+    /// Whether the last decision came from the fallback.
+    pub fn is_degraded(&self) -> bool {
+        self.outage.is_out()
+    }
+
+    /// Notes how the primary's call went; `None` if it failed.
+    fn answered(&self, outcome: DomainResult<RateDecision>) -> Option<RateDecision> {
+        match outcome {
+            Ok(decision) => {
+                self.outage.recovered();
+                Some(decision)
+            }
+            Err(error) => {
+                self.outage.failed(&error);
+                tracing::debug!(%error, "rate limit from the fallback");
+                None
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for FallbackRateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FallbackRateLimiter").field("outage", &self.outage).finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl RateLimiter for FallbackRateLimiter {
+    async fn acquire(&self, key: &str, limit: RateLimit) -> DomainResult<RateDecision> {
+        match self.answered(self.primary.acquire(key, limit).await) {
+            Some(decision) => Ok(decision),
+            None => self.fallback.acquire(key, limit).await,
+        }
+    }
+
+    async fn peek(&self, key: &str, limit: RateLimit) -> DomainResult<RateDecision> {
+        match self.answered(self.primary.peek(key, limit).await) {
+            Some(decision) => Ok(decision),
+            None => self.fallback.peek(key, limit).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mockall::predicate::eq;
+
+    use super::*;
+    use crate::error::DomainError;
+
+    const LIMIT: RateLimit = RateLimit { points: 5, window: Duration::from_secs(10) };
+    const ALLOWED: RateDecision = RateDecision::Allowed { remaining: 4 };
+    const LIMITED: RateDecision = RateDecision::Limited { retry_after: Duration::from_secs(3) };
+
+    fn unreachable() -> DomainError {
+        DomainError::unavailable("rate limiter", "connection refused")
+    }
+
+    fn limiter(primary: MockRateLimiter, fallback: MockRateLimiter) -> FallbackRateLimiter {
+        FallbackRateLimiter::new(Arc::new(primary), Arc::new(fallback), OutageLog::new("down", "back"))
+    }
+
+    #[tokio::test]
+    async fn the_primary_answers_while_it_can_and_the_fallback_is_left_alone() {
+        let mut primary = MockRateLimiter::new();
+        primary.expect_acquire().with(eq("k"), eq(LIMIT)).times(1).returning(|_, _| Ok(ALLOWED));
+        primary.expect_peek().with(eq("k"), eq(LIMIT)).times(1).returning(|_, _| Ok(LIMITED));
+        let mut fallback = MockRateLimiter::new();
+        fallback.expect_acquire().never();
+        fallback.expect_peek().never();
+        let limiter = limiter(primary, fallback);
+
+        assert_eq!(limiter.acquire("k", LIMIT).await.unwrap(), ALLOWED);
+        assert_eq!(limiter.peek("k", LIMIT).await.unwrap(), LIMITED);
+        assert!(!limiter.is_degraded());
+    }
+
+    #[tokio::test]
+    async fn a_failing_primary_is_answered_for_by_the_fallback() {
+        let mut primary = MockRateLimiter::new();
+        primary.expect_acquire().returning(|_, _| Err(unreachable()));
+        primary.expect_peek().returning(|_, _| Err(DomainError::internal("unexpected answer")));
+        let mut fallback = MockRateLimiter::new();
+        fallback.expect_acquire().with(eq("k"), eq(LIMIT)).times(1).returning(|_, _| Ok(LIMITED));
+        fallback.expect_peek().with(eq("k"), eq(LIMIT)).times(1).returning(|_, _| Ok(ALLOWED));
+        let limiter = limiter(primary, fallback);
+
+        assert_eq!(limiter.acquire("k", LIMIT).await.unwrap(), LIMITED);
+        assert_eq!(limiter.peek("k", LIMIT).await.unwrap(), ALLOWED);
+        assert!(limiter.is_degraded());
+    }
+
+    #[tokio::test]
+    async fn the_primary_is_used_again_as_soon_as_it_recovers() {
+        let mut primary = MockRateLimiter::new();
+        let mut calls = 0;
+        primary.expect_acquire().times(4).returning(move |_, _| {
+            calls += 1;
+            if calls <= 2 { Err(unreachable()) } else { Ok(ALLOWED) }
+        });
+        let mut fallback = MockRateLimiter::new();
+        fallback.expect_acquire().times(2).returning(|_, _| Ok(LIMITED));
+        let limiter = limiter(primary, fallback);
+
+        assert_eq!(limiter.acquire("k", LIMIT).await.unwrap(), LIMITED);
+        assert!(limiter.is_degraded());
+        assert_eq!(limiter.acquire("k", LIMIT).await.unwrap(), LIMITED);
+        assert_eq!(limiter.acquire("k", LIMIT).await.unwrap(), ALLOWED);
+        assert!(!limiter.is_degraded(), "the outage ended with the first answer");
+        assert_eq!(limiter.acquire("k", LIMIT).await.unwrap(), ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn an_error_of_the_fallback_reaches_the_caller() {
+        let mut primary = MockRateLimiter::new();
+        primary.expect_acquire().returning(|_, _| Err(unreachable()));
+        let mut fallback = MockRateLimiter::new();
+        fallback.expect_acquire().returning(|_, _| Err(unreachable()));
+        let limiter = limiter(primary, fallback);
+
+        let error = limiter.acquire("k", LIMIT).await.unwrap_err();
+        assert_eq!(error.code(), "SERVICE_UNAVAILABLE");
+    }
 }

@@ -13,8 +13,10 @@
 //!
 //! While Redis cannot be reached, each adapter fails in the way the README's failure policy
 //! describes: sessions and tickets refuse with `Unavailable` (fail closed), the rate limiter
-//! falls back to an in-process limiter, the cache reports `Unavailable` (history reads storage),
-//! presence falls back to this instance's own view, and events are delivered locally only.
+//! reports `Unavailable` (the server wraps it in the domain's `FallbackRateLimiter` over an
+//! in-process limiter), the cache reports `Unavailable` (history reads storage), presence falls
+//! back to this instance's own view, and events are delivered locally only. The crate depends on
+//! the domain alone, never on another adapter.
 
 mod cache;
 mod connection;

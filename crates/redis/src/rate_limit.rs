@@ -1,14 +1,11 @@
 //! Fixed-window rate limits counted in Redis by one atomic script per attempt, so the budget is
-//! exact across every instance; with an in-process limiter to fall back on while Redis cannot
-//! be reached.
+//! exact across every instance.
 
 use std::sync::LazyLock;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use convo_domain::{DomainError, DomainResult, RateDecision, RateLimit, RateLimiter};
-use convo_memory::InMemoryRateLimiter;
+use convo_domain::{DomainResult, RateDecision, RateLimit, RateLimiter};
 use fred::prelude::Value;
 use fred::types::scripts::Script;
 
@@ -53,24 +50,17 @@ return {0, left}
     )
 });
 
-/// [`RateLimiter`] on Redis. While Redis is unreachable it answers from an in-process limiter
-/// (so each instance enforces the budget on its own, rather than letting everything through or
-/// refusing everything), and goes back to Redis as soon as it answers again.
+/// [`RateLimiter`] on Redis. While Redis is unreachable it answers `Unavailable`; the server
+/// wraps it in a [`FallbackRateLimiter`](convo_domain::FallbackRateLimiter) to count on an
+/// in-process limiter meanwhile.
 #[derive(Debug)]
 pub struct RedisRateLimiter {
     redis: RedisConnection,
-    fallback: InMemoryRateLimiter,
-    degraded: AtomicBool,
 }
 
 impl RedisRateLimiter {
     pub fn new(redis: RedisConnection) -> Self {
-        Self { redis, fallback: InMemoryRateLimiter::new(), degraded: AtomicBool::new(false) }
-    }
-
-    /// Whether the last decision came from the in-process fallback.
-    pub fn is_degraded(&self) -> bool {
-        self.degraded.load(Ordering::Relaxed)
+        Self { redis }
     }
 
     async fn decide(&self, script: &Script, key: &str, limit: RateLimit) -> DomainResult<RateDecision> {
@@ -88,23 +78,6 @@ impl RedisRateLimiter {
             RateDecision::Limited { retry_after: left.min(limit.window) }
         })
     }
-
-    fn note(&self, outcome: &DomainResult<RateDecision>) {
-        match outcome {
-            Err(DomainError::Unavailable { .. }) | Err(DomainError::Internal(_)) => {
-                if !self.degraded.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "Redis unreachable: rate limits are counted per instance until it returns"
-                    );
-                }
-            }
-            _ => {
-                if self.degraded.swap(false, Ordering::Relaxed) {
-                    tracing::info!("Redis reachable again: rate limits are shared across instances");
-                }
-            }
-        }
-    }
 }
 
 /// A budget of no points refuses everything, for a whole window.
@@ -118,26 +91,13 @@ impl RateLimiter for RedisRateLimiter {
         if limit.points == 0 {
             return Ok(nothing_allowed(limit));
         }
-        let outcome = self.decide(&ACQUIRE, key, limit).await;
-        self.note(&outcome);
-        match outcome {
-            Ok(decision) => Ok(decision),
-            Err(error) => {
-                tracing::debug!(%error, "rate limit from the in-process fallback");
-                self.fallback.acquire(key, limit).await
-            }
-        }
+        self.decide(&ACQUIRE, key, limit).await
     }
 
     async fn peek(&self, key: &str, limit: RateLimit) -> DomainResult<RateDecision> {
         if limit.points == 0 {
             return Ok(nothing_allowed(limit));
         }
-        let outcome = self.decide(&PEEK, key, limit).await;
-        self.note(&outcome);
-        match outcome {
-            Ok(decision) => Ok(decision),
-            Err(_) => self.fallback.peek(key, limit).await,
-        }
+        self.decide(&PEEK, key, limit).await
     }
 }

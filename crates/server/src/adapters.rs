@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use convo_crypto::{Argon2PasswordHasher, JwtTokenCodec};
 use convo_domain::{
-    EventBus, MessageCache, MessageRepository, PasswordHasher, Presence, Probe, RateLimiter, RoomRepository,
-    SessionStore, TicketStore, TokenCodec, UserRepository,
+    EventBus, FallbackRateLimiter, MessageCache, MessageRepository, OutageLog, PasswordHasher, Presence,
+    Probe, RateLimiter, RoomRepository, SessionStore, TicketStore, TokenCodec, UserRepository,
 };
 use convo_memory::{
     InMemoryEventBus, InMemoryMessageCache, InMemoryPresence, InMemoryRateLimiter, InMemorySessionStore,
@@ -76,14 +76,23 @@ pub async fn build(config: &Config) -> Result<Adapters, StartError> {
 }
 
 /// One Redis for every instance: its connection pool, one subscriber connection for events,
-/// and a background heartbeat for presence.
+/// and a background heartbeat for presence. While Redis is unreachable, rate limits are counted
+/// by an in-process limiter, so each instance enforces the budget on its own rather than
+/// letting everything through or refusing everything.
 async fn redis(url: &str, prefix: &str) -> Result<Shared, StartError> {
     let redis = RedisConnection::connect(RedisSettings::new(url, prefix)).await?;
     tracing::info!(prefix, "sessions, rate limits, cache, events and presence on Redis");
     Ok(Shared {
         sessions: Arc::new(RedisSessionStore::new(redis.clone())),
         tickets: Arc::new(RedisTicketStore::new(redis.clone())),
-        limiter: Arc::new(RedisRateLimiter::new(redis.clone())),
+        limiter: Arc::new(FallbackRateLimiter::new(
+            Arc::new(RedisRateLimiter::new(redis.clone())),
+            Arc::new(InMemoryRateLimiter::new()),
+            OutageLog::new(
+                "Redis unreachable: rate limits are counted per instance until it returns",
+                "Redis reachable again: rate limits are shared across instances",
+            ),
+        )),
         cache: Arc::new(RedisMessageCache::new(redis.clone())),
         events: Arc::new(RedisEventBus::new(redis.clone()).await?),
         presence: Arc::new(RedisPresence::new(redis.clone())),
