@@ -29,6 +29,7 @@ pub mod presence;
 pub mod rate_limit;
 pub mod room;
 pub mod session;
+pub mod sync;
 pub mod user;
 
 pub use auth::{AuthPorts, AuthService, AuthSettings, AuthUseCases, IssuedToken, WS_TICKET_TTL, WsTicket};
@@ -49,6 +50,7 @@ pub use room::{
     DirectoryQuery, Member, Membership, NewRoom, Room, RoomName, RoomRepository, RoomSummary, name_key,
 };
 pub use session::{Claims, Principal, Session, SessionStore, TicketStore, TokenCodec};
+pub use sync::lock;
 pub use user::{
     Credentials, Email, Password, PasswordHash, PasswordHasher, User, UserRef, UserRepository, Username,
 };

@@ -3,9 +3,10 @@
 //! and each shard sweeps out what has expired when its map has grown or time has passed.
 
 use std::hash::{BuildHasher, Hash, RandomState};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use convo_domain::lock;
 use tokio::time::Instant;
 
 /// The shard count of adapters whose keys spread evenly (session ids, user ids, topics).
@@ -35,12 +36,6 @@ impl<T> Shards<T> {
     pub(crate) fn each(&self) -> impl Iterator<Item = MutexGuard<'_, T>> {
         self.shards.iter().map(lock)
     }
-}
-
-/// Locks a mutex, recovering the state if a panicking thread poisoned it: every critical
-/// section here leaves the maps consistent between single operations, so the state is usable.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// `now + duration`, saturating at a century ahead rather than overflowing.

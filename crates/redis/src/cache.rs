@@ -16,13 +16,13 @@
 //! timeout changes nothing the invalidation did not already account for.
 
 use std::collections::HashSet;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use convo_domain::{
     CachedPage, DomainResult, FillTicket, HistoryPage, Message, MessageCache, MessageId, RECENT_MESSAGES,
-    RoomId,
+    RoomId, lock,
 };
 use fred::prelude::Value;
 use fred::types::scripts::Script;
@@ -245,7 +245,7 @@ impl Drop for RedisMessageCache {
 
 impl Shared {
     fn dirty(&self) -> std::sync::MutexGuard<'_, HashSet<RoomId>> {
-        self.dirty.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.dirty)
     }
 
     fn is_dirty(&self, room: RoomId) -> bool {

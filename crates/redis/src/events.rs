@@ -12,11 +12,11 @@
 //! (room, seq), so a publish retried after a timeout is seen once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use convo_domain::{DomainError, DomainResult, Event, EventBus, EventReceiver, OutageLog, Topic};
+use convo_domain::{DomainError, DomainResult, Event, EventBus, EventReceiver, OutageLog, Topic, lock};
 use fred::clients::SubscriberClient;
 use fred::prelude::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::Message as RedisMessage;
@@ -158,7 +158,7 @@ impl Drop for RedisEventBus {
 
 impl Shared {
     fn topics(&self) -> MutexGuard<'_, HashMap<String, TopicState>> {
-        self.topics.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.topics)
     }
 
     /// Drops the channel's state if it is still the one the fence was made for.

@@ -6,10 +6,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use convo_domain::{ChatService, DomainResult, Event, Message, RoomId, Topic, UserId};
+use convo_domain::{ChatService, DomainResult, Event, Message, RoomId, Topic, UserId, lock};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
@@ -244,10 +244,6 @@ impl std::fmt::Debug for Inner {
             .field("typing", &self.typing)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Hub {
