@@ -7,7 +7,7 @@ use convo_domain::{DomainResult, Event, EventBus, EventReceiver, Topic};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::shard::{SHARDS, Shards, Sweep};
+use crate::shard::{Expiring, SHARDS, Shards, Sweep};
 
 /// [`EventBus`] for a single instance. A topic's channel exists while someone listens: it is
 /// removed when a publish finds no receiver left, and swept out as the map of topics grows.
@@ -57,14 +57,21 @@ impl TopicShard {
     fn new() -> Self {
         Self { channels: HashMap::new(), sweep: Sweep::new() }
     }
+}
 
-    fn sweep_if_due(&mut self) {
-        let now = Instant::now();
-        if self.sweep.is_due(self.channels.len(), now) {
-            self.channels.retain(|_, sender| sender.receiver_count() > 0);
-            self.channels.shrink_to(self.channels.len() * 2);
-            self.sweep.done(self.channels.len(), now);
-        }
+/// A channel is dead once every receiver is gone.
+impl Expiring for TopicShard {
+    fn held(&self) -> usize {
+        self.channels.len()
+    }
+
+    fn drop_expired(&mut self, _now: Instant) {
+        self.channels.retain(|_, sender| sender.receiver_count() > 0);
+        self.channels.shrink_to(self.channels.len() * 2);
+    }
+
+    fn schedule(&mut self) -> &mut Sweep {
+        &mut self.sweep
     }
 }
 
@@ -85,7 +92,7 @@ impl EventBus for InMemoryEventBus {
 
     async fn subscribe(&self, topic: Topic) -> DomainResult<EventReceiver> {
         let mut shard = self.shards.of(&topic);
-        shard.sweep_if_due();
+        shard.sweep_if_due(Instant::now());
         let capacity = match topic {
             Topic::Room(_) => self.capacity,
             Topic::User(_) => Self::USER_TOPIC_CAPACITY.min(self.capacity),

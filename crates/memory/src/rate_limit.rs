@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use convo_domain::{DomainResult, RateDecision, RateLimit, RateLimiter};
 use tokio::time::Instant;
 
-use crate::shard::{SHARDS, Shards, Sweep, deadline};
+use crate::shard::{Expiring, SHARDS, Shards, Sweep, deadline};
 
 /// [`RateLimiter`] for a single instance: each key's window opens at its first point and closes
 /// `window` later. Closed windows are swept out as the map grows, so memory follows the keys
@@ -65,13 +65,21 @@ impl LimitShard {
     fn new() -> Self {
         Self { windows: HashMap::new(), sweep: Sweep::new() }
     }
+}
 
-    fn sweep_if_due(&mut self, now: Instant) {
-        if self.sweep.is_due(self.windows.len(), now) {
-            self.windows.retain(|_, window| window.is_open(now));
-            self.windows.shrink_to(self.windows.len() * 2);
-            self.sweep.done(self.windows.len(), now);
-        }
+/// A window is dead once it has closed.
+impl Expiring for LimitShard {
+    fn held(&self) -> usize {
+        self.windows.len()
+    }
+
+    fn drop_expired(&mut self, now: Instant) {
+        self.windows.retain(|_, window| window.is_open(now));
+        self.windows.shrink_to(self.windows.len() * 2);
+    }
+
+    fn schedule(&mut self) -> &mut Sweep {
+        &mut self.sweep
     }
 }
 

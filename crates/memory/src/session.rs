@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use convo_domain::{DomainResult, Session, SessionId, SessionStore, UserId};
 use tokio::time::Instant;
 
-use crate::shard::{SHARDS, Shards, Sweep, deadline};
+use crate::shard::{Expiring, SHARDS, Shards, Sweep, deadline};
 
 /// [`SessionStore`] for a single instance. Expired sessions are dropped when next looked at and
 /// swept out as the store grows, so memory follows the live sessions.
@@ -74,11 +74,15 @@ impl SessionShard {
             }
         }
     }
+}
 
-    fn sweep_if_due(&mut self, now: Instant) {
-        if !self.sweep.is_due(self.sessions.len(), now) {
-            return;
-        }
+/// A session is dead once it has expired; it leaves the index by user with it.
+impl Expiring for SessionShard {
+    fn held(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn drop_expired(&mut self, now: Instant) {
         let expired: Vec<SessionId> =
             self.sessions.iter().filter(|(_, live)| live.expires_at <= now).map(|(id, _)| *id).collect();
         for id in expired {
@@ -86,7 +90,10 @@ impl SessionShard {
         }
         self.sessions.shrink_to(self.sessions.len() * 2);
         self.by_user.shrink_to(self.by_user.len() * 2);
-        self.sweep.done(self.sessions.len(), now);
+    }
+
+    fn schedule(&mut self) -> &mut Sweep {
+        &mut self.sweep
     }
 }
 

@@ -73,6 +73,27 @@ impl Sweep {
     }
 }
 
+/// A shard whose entries expire: it is swept on the schedule of its [`Sweep`], the same way in
+/// every adapter.
+pub(crate) trait Expiring {
+    /// Entries held, expired ones included.
+    fn held(&self) -> usize;
+    /// Drops the entries that are dead at `now`, and gives back spare capacity.
+    fn drop_expired(&mut self, now: Instant);
+    /// The shard's sweep schedule.
+    fn schedule(&mut self) -> &mut Sweep;
+
+    /// Sweeps the shard if it has grown or time has passed since its last sweep.
+    fn sweep_if_due(&mut self, now: Instant) {
+        let held = self.held();
+        if self.schedule().is_due(held, now) {
+            self.drop_expired(now);
+            let left = self.held();
+            self.schedule().done(left, now);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +131,40 @@ mod tests {
         assert!(sweep.is_due(200, now));
         tokio::time::advance(Sweep::PERIOD).await;
         assert!(sweep.is_due(1, Instant::now()));
+    }
+
+    /// Entries that die at a given instant.
+    struct Deadlines {
+        entries: Vec<Instant>,
+        sweep: Sweep,
+    }
+
+    impl Expiring for Deadlines {
+        fn held(&self) -> usize {
+            self.entries.len()
+        }
+
+        fn drop_expired(&mut self, now: Instant) {
+            self.entries.retain(|dies_at| *dies_at > now);
+        }
+
+        fn schedule(&mut self) -> &mut Sweep {
+            &mut self.sweep
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shard_drops_its_dead_only_when_a_sweep_is_due() {
+        let now = Instant::now();
+        let mut shard = Deadlines { entries: vec![now; Sweep::MIN_LEN - 1], sweep: Sweep::new() };
+        tokio::time::advance(Duration::from_secs(1)).await;
+        shard.sweep_if_due(Instant::now());
+        assert_eq!(shard.held(), Sweep::MIN_LEN - 1, "not due: too small, too soon");
+        shard.entries.push(deadline(Instant::now(), Sweep::PERIOD * 2));
+        shard.sweep_if_due(Instant::now());
+        assert_eq!(shard.held(), 1, "due by size: only the live entry stays");
+        tokio::time::advance(Sweep::PERIOD * 3).await;
+        shard.sweep_if_due(Instant::now());
+        assert_eq!(shard.held(), 0, "due by time");
     }
 }

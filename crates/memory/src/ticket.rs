@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use convo_domain::{DomainResult, Principal, TicketStore};
 use tokio::time::Instant;
 
-use crate::shard::{SHARDS, Shards, Sweep, deadline};
+use crate::shard::{Expiring, SHARDS, Shards, Sweep, deadline};
 
 /// [`TicketStore`] for a single instance: a redeemed ticket is removed at once; unredeemed
 /// ones are swept out after they expire.
@@ -20,6 +20,22 @@ pub struct InMemoryTicketStore {
 struct TicketShard {
     tickets: HashMap<String, (Principal, Instant)>,
     sweep: Sweep,
+}
+
+/// A ticket is dead once it has expired.
+impl Expiring for TicketShard {
+    fn held(&self) -> usize {
+        self.tickets.len()
+    }
+
+    fn drop_expired(&mut self, now: Instant) {
+        self.tickets.retain(|_, (_, expires_at)| *expires_at > now);
+        self.tickets.shrink_to(self.tickets.len() * 2);
+    }
+
+    fn schedule(&mut self) -> &mut Sweep {
+        &mut self.sweep
+    }
 }
 
 impl InMemoryTicketStore {
@@ -39,11 +55,7 @@ impl TicketStore for InMemoryTicketStore {
     async fn issue(&self, ticket: &str, principal: Principal, ttl: Duration) -> DomainResult<()> {
         let now = Instant::now();
         let mut shard = self.shards.of(ticket);
-        if shard.sweep.is_due(shard.tickets.len(), now) {
-            shard.tickets.retain(|_, (_, expires_at)| *expires_at > now);
-            let len = shard.tickets.len();
-            shard.sweep.done(len, now);
-        }
+        shard.sweep_if_due(now);
         shard.tickets.insert(ticket.to_owned(), (principal, deadline(now, ttl)));
         Ok(())
     }
