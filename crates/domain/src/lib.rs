@@ -27,6 +27,7 @@ pub mod message;
 pub mod outage;
 pub mod presence;
 pub mod rate_limit;
+pub mod redact;
 pub mod room;
 pub mod session;
 pub mod sync;
@@ -46,6 +47,7 @@ pub use message::{
 pub use outage::OutageLog;
 pub use presence::Presence;
 pub use rate_limit::{FallbackRateLimiter, RateDecision, RateLimit, RateLimiter};
+pub use redact::redact_url;
 pub use room::{
     DirectoryQuery, Member, Membership, NewRoom, Room, RoomName, RoomRepository, RoomSummary, name_key,
 };

@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use convo_server::{Config, Environment, config::redact_url};
+use convo_domain::redact_url;
+use convo_server::{Config, Environment};
 use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "\

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
-use convo_domain::{DomainError, DomainResult, Probe};
+use convo_domain::{DomainError, DomainResult, Probe, redact_url};
 use convo_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sea_orm::sqlx::{Connection, PgConnection};
@@ -17,7 +17,7 @@ use sea_orm::{
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::error::{SqlError, describe, describe_sqlx, is_pool_timeout, redact_url};
+use crate::error::{SqlError, describe, describe_sqlx, is_pool_timeout};
 
 /// How long a statement waits for another process's write lock on a SQLite file.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -68,7 +68,7 @@ impl TestDatabase {
                     Ok(Err(error)) => error.to_string(),
                     _ => "no answer within 10 s".to_owned(),
                 };
-                let shown = crate::error::redact_url(&server);
+                let shown = convo_domain::redact_url(&server);
                 if is_ci() {
                     panic!("PostgreSQL at {shown} is required under CI but unreachable: {reason}");
                 }
