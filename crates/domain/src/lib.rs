@@ -31,6 +31,8 @@ pub mod redact;
 pub mod room;
 pub mod session;
 pub mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod user;
 
 pub use auth::{AuthPorts, AuthService, AuthSettings, AuthUseCases, IssuedToken, WS_TICKET_TTL, WsTicket};

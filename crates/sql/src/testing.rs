@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use convo_domain::testing::is_ci;
 use sea_orm::sqlx::{AssertSqlSafe, Connection, PgConnection, raw_sql};
 use uuid::Uuid;
 
@@ -132,10 +133,6 @@ impl Drop for TestDatabase {
             }
         }
     }
-}
-
-fn is_ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| value.eq_ignore_ascii_case("true") || value == "1")
 }
 
 /// `server` (a PostgreSQL URL, with or without a database) pointing at database `name`.
