@@ -16,6 +16,14 @@ pub struct RateLimit {
     pub window: Duration,
 }
 
+impl RateLimit {
+    /// The answer to every request when the budget has no points at all: refused for a whole
+    /// window, without counting anything. `None` when there is a budget to count.
+    pub fn refusal_without_budget(self) -> Option<RateDecision> {
+        (self.points == 0).then_some(RateDecision::Limited { retry_after: self.window })
+    }
+}
+
 /// Whether an action may go ahead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateDecision {
@@ -111,6 +119,13 @@ mod tests {
 
     fn limiter(primary: MockRateLimiter, fallback: MockRateLimiter) -> FallbackRateLimiter {
         FallbackRateLimiter::new(Arc::new(primary), Arc::new(fallback), OutageLog::new("down", "back"))
+    }
+
+    #[test]
+    fn only_a_budget_of_no_points_is_refused_without_counting() {
+        let none = RateLimit { points: 0, ..LIMIT };
+        assert_eq!(none.refusal_without_budget(), Some(RateDecision::Limited { retry_after: LIMIT.window }));
+        assert_eq!(LIMIT.refusal_without_budget(), None);
     }
 
     #[tokio::test]

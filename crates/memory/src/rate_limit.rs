@@ -83,16 +83,11 @@ impl Expiring for LimitShard {
     }
 }
 
-/// A budget of no points refuses everything, for a whole window.
-fn nothing_allowed(limit: RateLimit) -> RateDecision {
-    RateDecision::Limited { retry_after: limit.window }
-}
-
 #[async_trait]
 impl RateLimiter for InMemoryRateLimiter {
     async fn acquire(&self, key: &str, limit: RateLimit) -> DomainResult<RateDecision> {
-        if limit.points == 0 {
-            return Ok(nothing_allowed(limit));
+        if let Some(refused) = limit.refusal_without_budget() {
+            return Ok(refused);
         }
         let now = Instant::now();
         let mut shard = self.shards.of(key);
@@ -113,8 +108,8 @@ impl RateLimiter for InMemoryRateLimiter {
     }
 
     async fn peek(&self, key: &str, limit: RateLimit) -> DomainResult<RateDecision> {
-        if limit.points == 0 {
-            return Ok(nothing_allowed(limit));
+        if let Some(refused) = limit.refusal_without_budget() {
+            return Ok(refused);
         }
         let now = Instant::now();
         let shard = self.shards.of(key);

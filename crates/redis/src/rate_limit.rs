@@ -80,23 +80,18 @@ impl RedisRateLimiter {
     }
 }
 
-/// A budget of no points refuses everything, for a whole window.
-fn nothing_allowed(limit: RateLimit) -> RateDecision {
-    RateDecision::Limited { retry_after: limit.window }
-}
-
 #[async_trait]
 impl RateLimiter for RedisRateLimiter {
     async fn acquire(&self, key: &str, limit: RateLimit) -> DomainResult<RateDecision> {
-        if limit.points == 0 {
-            return Ok(nothing_allowed(limit));
+        if let Some(refused) = limit.refusal_without_budget() {
+            return Ok(refused);
         }
         self.decide(&ACQUIRE, key, limit).await
     }
 
     async fn peek(&self, key: &str, limit: RateLimit) -> DomainResult<RateDecision> {
-        if limit.points == 0 {
-            return Ok(nothing_allowed(limit));
+        if let Some(refused) = limit.refusal_without_budget() {
+            return Ok(refused);
         }
         self.decide(&PEEK, key, limit).await
     }
