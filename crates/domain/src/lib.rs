@@ -13,8 +13,14 @@
 //! input into value types (`Email::parse`, `RoomName::parse`, ...) that cannot hold a bad value;
 //! every refusal is a [`DomainError`] whose variant is one of the API's stable error codes.
 //!
+//! Decorators that only compose ports live here too, so that any service built on the domain
+//! can reuse them: [`FallbackRateLimiter`] answers from a second limiter while the first cannot.
+//! So do the few pieces every side of the hexagon shares: [`OutageLog`] (an outage logged once),
+//! [`lock`] (a std mutex that survives a poisoning panic) and [`redact_url`] (URLs fit for logs).
+//!
 //! With the `mocks` feature, every port, inbound or outbound, has a mockall mock
-//! (`auth::MockAuthService`, `chat::MockChatService`, `user::MockUserRepository`, ...).
+//! (`auth::MockAuthService`, `chat::MockChatService`, `user::MockUserRepository`, ...); with the
+//! `testing` feature, `testing` holds what the adapters' test support shares.
 
 pub mod auth;
 pub mod chat;

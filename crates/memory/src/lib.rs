@@ -7,7 +7,7 @@
 //! closed rate windows, idle rooms and abandoned event channels are dropped as they pile up.
 //!
 //! State is split into shards, each behind a std `Mutex` that is held for a few map operations
-//! and never across an await.
+//! and never across an await, and each swept of its dead entries on one shared schedule.
 
 mod cache;
 mod events;
