@@ -31,25 +31,44 @@ impl<P: ?Sized> fmt::Debug for Case<P> {
 }
 
 /// What a test factory may produce: the adapter, or `None` when it is not available here (a
-/// Redis suite run without a server), which skips the test.
+/// Redis suite run without a server), which skips the test. Either may come paired with a guard
+/// that must outlive the body, such as the throw-away database a store runs on.
 pub trait Fixture<P: ?Sized> {
-    fn into_adapter(self) -> Option<Arc<P>>;
+    /// Kept until the test ends: `()` for an adapter that needs nothing else.
+    type Guard;
+    fn into_adapter(self) -> Option<(Arc<P>, Self::Guard)>;
 }
 
 impl<P: ?Sized> Fixture<P> for Arc<P> {
-    fn into_adapter(self) -> Option<Arc<P>> {
-        Some(self)
+    type Guard = ();
+    fn into_adapter(self) -> Option<(Arc<P>, ())> {
+        Some((self, ()))
     }
 }
 
 impl<P: ?Sized> Fixture<P> for Option<Arc<P>> {
-    fn into_adapter(self) -> Option<Arc<P>> {
+    type Guard = ();
+    fn into_adapter(self) -> Option<(Arc<P>, ())> {
+        self.map(|adapter| (adapter, ()))
+    }
+}
+
+impl<P: ?Sized, G> Fixture<P> for (Arc<P>, G) {
+    type Guard = G;
+    fn into_adapter(self) -> Option<(Arc<P>, G)> {
+        Some(self)
+    }
+}
+
+impl<P: ?Sized, G> Fixture<P> for Option<(Arc<P>, G)> {
+    type Guard = G;
+    fn into_adapter(self) -> Option<(Arc<P>, G)> {
         self
     }
 }
 
-/// The adapter a factory produced, if any.
-pub fn fixture<P: ?Sized, F: Fixture<P>>(made: F) -> Option<Arc<P>> {
+/// The adapter a factory produced, if any, with its guard.
+pub fn fixture<P: ?Sized, F: Fixture<P>>(made: F) -> Option<(Arc<P>, F::Guard)> {
     made.into_adapter()
 }
 

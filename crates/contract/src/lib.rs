@@ -29,12 +29,17 @@
 pub mod cache;
 pub mod events;
 pub mod fixture;
+pub mod messages;
 pub mod presence;
 pub mod rate_limit;
+pub mod rooms;
 pub mod session;
+pub mod storage;
 pub mod ticket;
+pub mod users;
 
 pub use fixture::{Case, Fixture, fixture};
+pub use storage::Storage;
 
 /// Runs every [`SessionStore`](convo_domain::SessionStore) body as its own test.
 #[macro_export]
@@ -160,6 +165,91 @@ macro_rules! presence_contract {
     };
 }
 
+/// Runs every [`UserRepository`](convo_domain::UserRepository) body as its own test.
+#[macro_export]
+macro_rules! user_repository_contract {
+    (@bodies $($mode:tt)*) => {
+        $crate::__suite! { $($mode)* users:
+            created_user_is_found_by_id_and_by_email,
+            unknown_users_are_not_found,
+            email_is_unique,
+            username_is_unique_ignoring_case,
+        }
+    };
+    ($factory:expr $(,)?) => {
+        $crate::user_repository_contract! { @bodies tests($factory) }
+    };
+}
+
+/// Runs every [`RoomRepository`](convo_domain::RoomRepository) body as its own test.
+#[macro_export]
+macro_rules! room_repository_contract {
+    (@bodies $($mode:tt)*) => {
+        $crate::__suite! { $($mode)* rooms:
+            created_room_has_its_owner_as_only_member,
+            room_name_is_unique_ignoring_case_including_unicode,
+            room_is_found_by_id_and_by_name_in_any_case,
+            missing_rooms_are_not_found,
+            directory_lists_rooms_starting_with_the_prefix_by_name,
+            directory_prefix_ignores_case_including_unicode,
+            directory_prefix_treats_percent_and_underscore_literally,
+            directory_respects_the_limit,
+            rooms_of_lists_the_users_rooms_most_recently_active_first,
+            membership_tells_no_such_room_outsider_and_member,
+            second_join_is_idempotent,
+            join_of_a_missing_room_is_room_not_found,
+            second_leave_is_idempotent,
+            members_are_ordered_by_join_time_then_username,
+        }
+    };
+    ($factory:expr $(,)?) => {
+        $crate::room_repository_contract! { @bodies tests($factory) }
+    };
+}
+
+/// Runs every [`MessageRepository`](convo_domain::MessageRepository) body as its own test,
+/// except [`messages::senders_through_two_handles_on_one_store_get_seqs_without_gaps`], which
+/// needs a second handle on the same store.
+#[macro_export]
+macro_rules! message_repository_contract {
+    (@bodies $($mode:tt)*) => {
+        $crate::__suite! { $($mode)* messages:
+            messages_get_consecutive_seqs_and_carry_the_author,
+            insert_into_a_missing_room_is_room_not_found,
+            insert_by_an_outsider_is_not_a_member_and_uses_no_seq,
+            retry_with_the_same_client_message_id_returns_the_original,
+            client_message_ids_are_per_author,
+            concurrent_inserts_with_the_same_client_message_id_store_one_message,
+            sixteen_concurrent_senders_get_seqs_one_to_forty_eight_without_gaps,
+            history_without_cursor_is_the_latest_page_ascending,
+            history_pages_back_with_before,
+            history_pages_forward_with_after,
+            history_between_after_and_before_is_bounded_on_both_sides,
+            history_of_an_empty_room_is_empty,
+            deleted_messages_are_hidden_and_keep_their_seq,
+            deleted_messages_do_not_count_towards_a_page,
+            edit_replaces_the_content_and_sets_edited_at,
+            edit_of_a_missing_or_deleted_message_is_message_not_found,
+            delete_of_a_missing_message_is_false,
+            retry_of_a_deleted_message_returns_it_and_posts_nothing,
+        }
+    };
+    ($factory:expr $(,)?) => {
+        $crate::message_repository_contract! { @bodies tests($factory) }
+    };
+}
+
+/// Runs the three storage suites (users, rooms, messages) against a [`Storage`] driver: every
+/// body as its own test, side by side in the calling module.
+#[macro_export]
+macro_rules! storage_contract {
+    ($factory:expr $(,)?) => {
+        $crate::user_repository_contract!($factory);
+        $crate::room_repository_contract!($factory);
+        $crate::message_repository_contract!($factory);
+    };
+}
+
 /// Expands one port's list of bodies either into tests or into a list of [`Case`]s, so that the
 /// list is written once.
 #[doc(hidden)]
@@ -169,7 +259,8 @@ macro_rules! __suite {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $body() {
-                let ::std::option::Option::Some(adapter) = $crate::fixture($factory.await) else {
+                // The guard (a store's throw-away database, say) lives until the test ends.
+                let ::std::option::Option::Some((adapter, _guard)) = $crate::fixture($factory.await) else {
                     ::std::eprintln!("skipped {}: no adapter", ::std::stringify!($body));
                     return;
                 };
