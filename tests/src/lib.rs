@@ -1,6 +1,10 @@
 //! Support for Convo's black-box tests: [`spawn_app`] starts the real server on a free port
 //! against a fresh database of its own and hands back a client for it. Each test owns its server
-//! and its data, so the suite runs in parallel.
+//! and its data, so the suite runs in parallel. [`redis`] runs several servers on one PostgreSQL
+//! database and one Redis (or a Redis of the test's own), and [`ws`] is a WebSocket client.
+//!
+//! The tests themselves are one binary, `tests/api/main.rs`, with a module per area, so the
+//! server is linked once; `convo-bench` in `src/bin` uses the same support.
 
 pub mod redis;
 pub mod ws;

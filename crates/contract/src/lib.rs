@@ -1,26 +1,37 @@
 //! # Convo's port contracts
 //!
-//! The behaviour every adapter of the domain's stateful ports must show, written once as
-//! library code so that each adapter proves it with the same assertions: the in-process
-//! adapters of `convo-memory` and the Redis adapters of `convo-redis`. This crate sits outside the
-//! hexagon, beside the adapters: it depends on the domain only and is used by adapter crates'
-//! tests, never by the server.
+//! The behaviour every adapter of the domain's outbound ports must show, written once as
+//! library code so that each adapter proves it with the same assertions: the storage ports
+//! (`users`, `rooms`, `messages`, run by `convo-sql` on SQLite and PostgreSQL), and the
+//! stateful ports (`session`, `ticket`, `rate_limit`, `cache`, `events`, `presence`, run by the
+//! in-process adapters of `convo-memory` and the Redis adapters of `convo-redis`). This crate
+//! sits outside the hexagon, beside the adapters: it depends on the domain only and is used by
+//! adapter crates' tests, never by the server.
 //!
 //! Each port has a module of `pub async fn` bodies, each taking a fresh adapter as `Arc<P>`
-//! (`P` may be the concrete adapter or `dyn Port`), and a macro that turns every body into its
-//! own `#[tokio::test]`:
+//! (`P` may be the concrete adapter or `dyn Port`; for storage, any [`Storage`]: one adapter
+//! of the three storage ports), and a macro that turns every body into its own `#[tokio::test]`:
 //!
 //! ```text
 //! // crates/memory/tests/contract.rs (needs tokio with `macros` and `rt-multi-thread`)
 //! mod sessions {
 //!     convo_contract::session_store_contract!(async { std::sync::Arc::new(InMemorySessionStore::new()) });
 //! }
+//! // crates/sql/tests/contract.rs: the store, and its database kept until the test ends
+//! mod sqlite {
+//!     convo_contract::storage_contract!(async {
+//!         let db = TestDatabase::sqlite().await;
+//!         (std::sync::Arc::new(db.store().clone()), db)
+//!     });
+//! }
 //! ```
 //!
 //! The factory expression is pasted into every test, so each test gets its own adapter. It may
 //! also evaluate to an `Option<Arc<_>>`: `None` skips the test (a Redis suite without
-//! `REDIS_URL`). Without the macros, `session::cases()` and its siblings list the same bodies by
-//! name for a custom driver.
+//! `REDIS_URL`); and either may come paired with a guard the test keeps until it ends (a
+//! store's throw-away database, see [`Fixture`]). Without the macros, `session::cases()` and its
+//! siblings list the same bodies by name for a custom driver. [`storage`] holds the fixtures
+//! that fill a store, for a driver's own tests beyond the contract.
 //!
 //! The bodies run on real time with short durations (a TTL of 1 s, sleeps of 1.2 s), never a
 //! paused clock, so a remote store is held to the same timing; and each body works on fresh
