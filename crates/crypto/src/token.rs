@@ -2,8 +2,43 @@
 
 use std::fmt;
 
-use convo_domain::{Claims, DomainError, DomainResult, TokenCodec};
+use chrono::DateTime;
+use convo_domain::{AccessGrant, DomainError, DomainResult, Principal, SessionId, TokenCodec, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The claims of an access token, as the JWT carries them: user, session, and issued-at and
+/// expiry in Unix seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Claims {
+    sub: Uuid,
+    sid: Uuid,
+    iat: i64,
+    exp: i64,
+}
+
+impl From<&AccessGrant> for Claims {
+    fn from(grant: &AccessGrant) -> Self {
+        Self {
+            sub: grant.principal.user_id.as_uuid(),
+            sid: grant.principal.session_id.as_uuid(),
+            iat: grant.issued_at.timestamp(),
+            exp: grant.expires_at.timestamp(),
+        }
+    }
+}
+
+impl Claims {
+    /// The grant, or `None` for times no token of ours can carry.
+    fn into_grant(self) -> Option<AccessGrant> {
+        Some(AccessGrant {
+            principal: Principal { user_id: UserId::from(self.sub), session_id: SessionId::from(self.sid) },
+            issued_at: DateTime::from_timestamp(self.iat, 0)?,
+            expires_at: DateTime::from_timestamp(self.exp, 0)?,
+        })
+    }
+}
 
 /// [`TokenCodec`] for HS256 JWTs carrying `sub`, `sid`, `iat` and `exp`. Decoding accepts only
 /// HS256 with this secret, a present `sub` and `exp`, and no time past `exp` (no leeway: the
@@ -45,22 +80,21 @@ impl fmt::Debug for JwtTokenCodec {
 }
 
 impl TokenCodec for JwtTokenCodec {
-    fn encode(&self, claims: &Claims) -> DomainResult<String> {
-        encode(&self.header, claims, &self.encoding).map_err(DomainError::internal)
+    fn encode(&self, grant: &AccessGrant) -> DomainResult<String> {
+        encode(&self.header, &Claims::from(grant), &self.encoding).map_err(DomainError::internal)
     }
 
-    fn decode(&self, token: &str) -> DomainResult<Claims> {
+    fn decode(&self, token: &str) -> DomainResult<AccessGrant> {
         decode::<Claims>(token, &self.decoding, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|_| DomainError::Unauthenticated)
+            .ok()
+            .and_then(|data| data.claims.into_grant())
+            .ok_or(DomainError::Unauthenticated)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use convo_domain::{SessionId, UserId};
     use jsonwebtoken::get_current_timestamp;
-    use serde::Serialize;
 
     use super::*;
 
@@ -70,8 +104,12 @@ mod tests {
         i64::try_from(get_current_timestamp()).expect("a timestamp in range")
     }
 
-    fn claims(exp: i64) -> Claims {
-        Claims { sub: UserId::generate(), sid: SessionId::generate(), iat: now(), exp }
+    fn grant(exp: i64) -> AccessGrant {
+        AccessGrant {
+            principal: Principal { user_id: UserId::generate(), session_id: SessionId::generate() },
+            issued_at: DateTime::from_timestamp(now(), 0).expect("a time in range"),
+            expires_at: DateTime::from_timestamp(exp, 0).expect("a time in range"),
+        }
     }
 
     fn assert_refused(codec: &JwtTokenCodec, token: &str) {
@@ -82,30 +120,48 @@ mod tests {
     #[test]
     fn a_token_round_trips() {
         let codec = JwtTokenCodec::new(SECRET);
-        let issued = claims(now() + 3600);
+        let issued = grant(now() + 3600);
         let token = codec.encode(&issued).expect("encode");
         assert_eq!(codec.decode(&token).expect("decode"), issued);
     }
 
     #[test]
+    fn the_payload_carries_sub_sid_iat_and_exp() {
+        let codec = JwtTokenCodec::new(SECRET);
+        let issued = grant(now() + 3600);
+        let token = codec.encode(&issued).expect("encode");
+        let payload =
+            decode::<serde_json::Value>(&token, &codec.decoding, &codec.validation).expect("decode").claims;
+        assert_eq!(
+            payload,
+            serde_json::json!({
+                "sub": issued.principal.user_id.to_string(),
+                "sid": issued.principal.session_id.to_string(),
+                "iat": issued.issued_at.timestamp(),
+                "exp": issued.expires_at.timestamp(),
+            })
+        );
+    }
+
+    #[test]
     fn an_expired_token_is_refused() {
         let codec = JwtTokenCodec::new(SECRET);
-        assert_refused(&codec, &codec.encode(&claims(now() - 1)).expect("encode"));
-        assert_refused(&codec, &codec.encode(&claims(now() - 3600)).expect("encode"));
+        assert_refused(&codec, &codec.encode(&grant(now() - 1)).expect("encode"));
+        assert_refused(&codec, &codec.encode(&grant(now() - 3600)).expect("encode"));
     }
 
     #[test]
     fn a_token_signed_with_another_secret_is_refused() {
         let forger = JwtTokenCodec::new(b"another secret of at least thirty-two bytes");
-        let token = forger.encode(&claims(now() + 3600)).expect("encode");
+        let token = forger.encode(&grant(now() + 3600)).expect("encode");
         assert_refused(&JwtTokenCodec::new(SECRET), &token);
     }
 
     #[test]
     fn a_tampered_payload_is_refused() {
         let codec = JwtTokenCodec::new(SECRET);
-        let token = codec.encode(&claims(now() + 3600)).expect("encode");
-        let other = codec.encode(&claims(now() + 3600)).expect("encode");
+        let token = codec.encode(&grant(now() + 3600)).expect("encode");
+        let other = codec.encode(&grant(now() + 3600)).expect("encode");
         let [header, _, signature]: [&str; 3] =
             token.split('.').collect::<Vec<_>>().try_into().expect("3 parts");
         let payload = other.split('.').nth(1).expect("a payload");
@@ -123,7 +179,7 @@ mod tests {
     #[test]
     fn alg_none_is_refused() {
         let codec = JwtTokenCodec::new(SECRET);
-        let token = codec.encode(&claims(now() + 3600)).expect("encode");
+        let token = codec.encode(&grant(now() + 3600)).expect("encode");
         let payload = token.split('.').nth(1).expect("a payload");
         // {"alg":"none","typ":"JWT"}
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
@@ -136,7 +192,8 @@ mod tests {
         let codec = JwtTokenCodec::new(SECRET);
         let key = EncodingKey::from_secret(SECRET);
         for algorithm in [Algorithm::HS384, Algorithm::HS512] {
-            let token = encode(&Header::new(algorithm), &claims(now() + 3600), &key).expect("encode");
+            let claims = Claims::from(&grant(now() + 3600));
+            let token = encode(&Header::new(algorithm), &claims, &key).expect("encode");
             assert_refused(&codec, &token);
         }
     }
@@ -146,9 +203,9 @@ mod tests {
         #[derive(Serialize)]
         struct Partial {
             #[serde(skip_serializing_if = "Option::is_none")]
-            sub: Option<UserId>,
+            sub: Option<Uuid>,
             #[serde(skip_serializing_if = "Option::is_none")]
-            sid: Option<SessionId>,
+            sid: Option<Uuid>,
             #[serde(skip_serializing_if = "Option::is_none")]
             iat: Option<i64>,
             #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,8 +214,8 @@ mod tests {
         let codec = JwtTokenCodec::new(SECRET);
         let key = EncodingKey::from_secret(SECRET);
         let full = || Partial {
-            sub: Some(UserId::generate()),
-            sid: Some(SessionId::generate()),
+            sub: Some(Uuid::now_v7()),
+            sid: Some(Uuid::now_v7()),
             iat: Some(now()),
             exp: Some(now() + 3600),
         };

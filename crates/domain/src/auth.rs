@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::OnceCell;
 
 use crate::clock::Clock;
@@ -12,7 +13,7 @@ use crate::error::{DomainError, DomainResult};
 use crate::event::{Event, EventBus};
 use crate::id::{SessionId, UserId};
 use crate::rate_limit::{RateDecision, RateLimit, RateLimiter};
-use crate::session::{Claims, Principal, Session, SessionStore, TicketStore, TokenCodec};
+use crate::session::{AccessGrant, Principal, Session, SessionStore, TicketStore, TokenCodec};
 use crate::user::{Email, Password, PasswordHash, PasswordHasher, User, UserRepository, Username};
 
 /// How sessions and login throttling behave.
@@ -148,14 +149,17 @@ impl AuthUseCases {
     async fn open_session(&self, user: User) -> DomainResult<IssuedToken> {
         let now = self.ports.clock.now();
         let session = Session { id: SessionId::generate(), user_id: user.id, created_at: now };
-        let iat = now.timestamp();
-        let claims = Claims {
-            sub: user.id,
-            sid: session.id,
-            iat,
-            exp: iat + i64::try_from(self.settings.token_lifetime.as_secs()).unwrap_or(i64::MAX / 2),
+        let issued_at = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+        let grant = AccessGrant {
+            principal: Principal { user_id: user.id, session_id: session.id },
+            issued_at,
+            expires_at: i64::try_from(self.settings.token_lifetime.as_secs())
+                .ok()
+                .and_then(TimeDelta::try_seconds)
+                .and_then(|lifetime| issued_at.checked_add_signed(lifetime))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
         };
-        let access_token = self.ports.tokens.encode(&claims)?;
+        let access_token = self.ports.tokens.encode(&grant)?;
         self.ports.sessions.create(&session, self.settings.session_ttl).await?;
         Ok(IssuedToken { access_token, expires_in: self.settings.session_ttl, session_id: session.id, user })
     }
@@ -232,8 +236,7 @@ impl AuthService for AuthUseCases {
     }
 
     async fn authenticate(&self, token: &str) -> DomainResult<Principal> {
-        let claims = self.ports.tokens.decode(token)?;
-        let principal = Principal { user_id: claims.sub, session_id: claims.sid };
+        let principal = self.ports.tokens.decode(token)?.principal;
         self.check_session(&principal).await?;
         Ok(principal)
     }
@@ -358,10 +361,10 @@ mod tests {
             .withf(|user, hash| user.username.as_str() == "ada" && hash.as_str() == "phc")
             .times(1)
             .returning(|_, _| Ok(()));
-        let seen_claims = Arc::new(Mutex::new(None));
-        let seen = seen_claims.clone();
-        mocks.tokens.expect_encode().times(1).returning(move |claims| {
-            *seen.lock().unwrap() = Some(claims.clone());
+        let seen_grant = Arc::new(Mutex::new(None));
+        let seen = seen_grant.clone();
+        mocks.tokens.expect_encode().times(1).returning(move |grant| {
+            *seen.lock().unwrap() = Some(*grant);
             Ok("token".into())
         });
         mocks
@@ -380,12 +383,11 @@ mod tests {
             )
             .await
             .unwrap();
-        let claims = seen_claims.lock().unwrap().clone().unwrap();
+        let grant = seen_grant.lock().unwrap().unwrap();
         assert_eq!(issued.access_token, "token");
-        assert_eq!(claims.sub, issued.user.id);
-        assert_eq!(claims.sid, issued.session_id);
-        assert_eq!(claims.iat, 1_800_000_000);
-        assert_eq!(claims.exp, 1_800_000_000 + 7 * 24 * 3600);
+        assert_eq!(grant.principal, Principal { user_id: issued.user.id, session_id: issued.session_id });
+        assert_eq!(grant.issued_at.timestamp(), 1_800_000_000);
+        assert_eq!(grant.expires_at.timestamp(), 1_800_000_000 + 7 * 24 * 3600);
         assert_eq!(issued.expires_in, Duration::from_secs(3600));
     }
 
@@ -470,7 +472,11 @@ mod tests {
     async fn a_token_is_accepted_only_while_its_session_lives_for_its_user() {
         let owner = UserId::generate();
         let sid = SessionId::generate();
-        let claims = Claims { sub: owner, sid, iat: 0, exp: i64::MAX };
+        let grant = AccessGrant {
+            principal: Principal { user_id: owner, session_id: sid },
+            issued_at: DateTime::UNIX_EPOCH,
+            expires_at: DateTime::<Utc>::MAX_UTC,
+        };
         let cases = [
             (Some(Session { id: sid, user_id: owner, created_at: Utc::now() }), true),
             (None, false),
@@ -478,8 +484,7 @@ mod tests {
         ];
         for (session, accepted) in cases {
             let mut mocks = Mocks::new();
-            let decoded = claims.clone();
-            mocks.tokens.expect_decode().with(eq("tok")).returning(move |_| Ok(decoded.clone()));
+            mocks.tokens.expect_decode().with(eq("tok")).returning(move |_| Ok(grant));
             mocks
                 .sessions
                 .expect_touch()

@@ -59,7 +59,7 @@ pub use redact::redact_url;
 pub use room::{
     DirectoryQuery, Member, Membership, NewRoom, Room, RoomName, RoomRepository, RoomSummary, name_key,
 };
-pub use session::{Claims, Principal, Session, SessionStore, TicketStore, TokenCodec};
+pub use session::{AccessGrant, Principal, Session, SessionStore, TicketStore, TokenCodec};
 pub use sync::lock;
 pub use user::{
     Credentials, Email, Password, PasswordHash, PasswordHasher, User, UserRef, UserRepository, Username,

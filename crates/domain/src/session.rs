@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::error::DomainResult;
 use crate::id::{SessionId, UserId};
@@ -16,15 +15,6 @@ pub struct Session {
     pub id: SessionId,
     pub user_id: UserId,
     pub created_at: DateTime<Utc>,
-}
-
-/// The claims of an access token (a JWT): user, session, issued-at and expiry in Unix seconds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    pub sub: UserId,
-    pub sid: SessionId,
-    pub iat: i64,
-    pub exp: i64,
 }
 
 /// Who is calling: the user and the session their token names.
@@ -48,12 +38,22 @@ pub trait SessionStore: Send + Sync {
     async fn revoke_all(&self, user: UserId) -> DomainResult<Vec<SessionId>>;
 }
 
+/// What an access token asserts: who holds it, since when and until when. Times are kept to the
+/// whole second, as a token carries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessGrant {
+    pub principal: Principal,
+    pub issued_at: DateTime<Utc>,
+    /// Past this, the token is refused whatever the state of its session.
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Signs and checks access tokens.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait TokenCodec: Send + Sync {
-    fn encode(&self, claims: &Claims) -> DomainResult<String>;
-    /// `Unauthenticated` for a token that is malformed, forged or past `exp`.
-    fn decode(&self, token: &str) -> DomainResult<Claims>;
+    fn encode(&self, grant: &AccessGrant) -> DomainResult<String>;
+    /// `Unauthenticated` for a token that is malformed, forged or past its expiry.
+    fn decode(&self, token: &str) -> DomainResult<AccessGrant>;
 }
 
 /// Single-use tickets that let a browser, which cannot set headers on a WebSocket handshake,
