@@ -1,15 +1,14 @@
-//! Identifiers as newtypes, so a user id can never be passed where a room id is expected.
+//! Identifiers as newtypes, so a user id can never be passed where a room id is expected. They
+//! have no wire format of their own: an adapter that stores or sends one converts it to a [`Uuid`].
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(transparent)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(Uuid);
 
         impl $name {

@@ -12,6 +12,7 @@ use fred::prelude::{KeysInterface, SortedSetsInterface, Value};
 use fred::types::Expiration;
 use fred::types::scripts::Script;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::connection::{RedisConnection, int, malformed};
 
@@ -72,7 +73,7 @@ return 1
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredSession {
-    user: UserId,
+    user: Uuid,
     created: DateTime<Utc>,
 }
 
@@ -108,9 +109,11 @@ impl RedisSessionStore {
 #[async_trait]
 impl SessionStore for RedisSessionStore {
     async fn create(&self, session: &Session, ttl: Duration) -> DomainResult<()> {
-        let value =
-            serde_json::to_string(&StoredSession { user: session.user_id, created: session.created_at })
-                .map_err(DomainError::internal)?;
+        let value = serde_json::to_string(&StoredSession {
+            user: session.user_id.as_uuid(),
+            created: session.created_at,
+        })
+        .map_err(DomainError::internal)?;
         let key = self.redis.keys().session(session.id);
         let client = self.redis.client(WHAT)?;
         let expiry = Expiration::PX(i64::try_from(millis(ttl)).unwrap_or(i64::MAX).max(1));
@@ -127,13 +130,14 @@ impl SessionStore for RedisSessionStore {
             return Err(malformed("session touch"));
         };
         let stored: StoredSession = serde_json::from_str(&value).map_err(DomainError::internal)?;
+        let user_id = UserId::from(stored.user);
         if int(extended) == Some(1)
-            && let Err(error) = self.index(stored.user, id, ttl).await
+            && let Err(error) = self.index(user_id, id, ttl).await
         {
             // The session itself was extended; only logout-all's index lags behind.
             tracing::warn!(%error, "could not extend a session's index entry");
         }
-        Ok(Some(Session { id, user_id: stored.user, created_at: stored.created }))
+        Ok(Some(Session { id, user_id, created_at: stored.created }))
     }
 
     async fn revoke(&self, user: UserId, id: SessionId) -> DomainResult<bool> {

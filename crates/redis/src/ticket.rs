@@ -8,6 +8,7 @@ use convo_domain::{DomainError, DomainResult, Principal, SessionId, TicketStore,
 use fred::prelude::KeysInterface;
 use fred::types::Expiration;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::connection::RedisConnection;
 use crate::session::millis;
@@ -16,8 +17,8 @@ const WHAT: &str = "sessions";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredTicket {
-    user: UserId,
-    session: SessionId,
+    user: Uuid,
+    session: Uuid,
 }
 
 /// [`TicketStore`] on Redis. Fails closed, like sessions.
@@ -35,9 +36,11 @@ impl RedisTicketStore {
 #[async_trait]
 impl TicketStore for RedisTicketStore {
     async fn issue(&self, ticket: &str, principal: Principal, ttl: Duration) -> DomainResult<()> {
-        let value =
-            serde_json::to_string(&StoredTicket { user: principal.user_id, session: principal.session_id })
-                .map_err(DomainError::internal)?;
+        let value = serde_json::to_string(&StoredTicket {
+            user: principal.user_id.as_uuid(),
+            session: principal.session_id.as_uuid(),
+        })
+        .map_err(DomainError::internal)?;
         let client = self.redis.client(WHAT)?;
         let expiry = Expiration::PX(i64::try_from(millis(ttl)).unwrap_or(i64::MAX).max(1));
         self.redis
@@ -54,6 +57,9 @@ impl TicketStore for RedisTicketStore {
             self.redis.run(WHAT, client.getdel(self.redis.keys().ticket(ticket))).await?;
         let Some(value) = value else { return Ok(None) };
         let stored: StoredTicket = serde_json::from_str(&value).map_err(DomainError::internal)?;
-        Ok(Some(Principal { user_id: stored.user, session_id: stored.session }))
+        Ok(Some(Principal {
+            user_id: UserId::from(stored.user),
+            session_id: SessionId::from(stored.session),
+        }))
     }
 }

@@ -1,5 +1,5 @@
 //! What Convo keeps in Redis and sends over pub/sub, as JSON. The domain types have no serde on
-//! purpose, so the formats live here, each a plain mirror of its domain type.
+//! purpose, so the formats live here, each a plain mirror of its domain type (ids as UUIDs).
 
 use chrono::{DateTime, Utc};
 use convo_domain::{
@@ -7,11 +7,12 @@ use convo_domain::{
     UserId, UserRef, Username,
 };
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct WireMessage {
-    id: MessageId,
-    room: RoomId,
+    id: Uuid,
+    room: Uuid,
     seq: i64,
     author: WireUser,
     content: String,
@@ -24,27 +25,27 @@ pub(crate) struct WireMessage {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct WireUser {
-    id: UserId,
+    id: Uuid,
     name: String,
 }
 
 impl From<&UserRef> for WireUser {
     fn from(user: &UserRef) -> Self {
-        Self { id: user.id, name: user.username.as_str().to_owned() }
+        Self { id: user.id.as_uuid(), name: user.username.as_str().to_owned() }
     }
 }
 
 impl From<WireUser> for UserRef {
     fn from(user: WireUser) -> Self {
-        Self { id: user.id, username: Username::from_trusted(user.name) }
+        Self { id: UserId::from(user.id), username: Username::from_trusted(user.name) }
     }
 }
 
 impl From<&Message> for WireMessage {
     fn from(message: &Message) -> Self {
         Self {
-            id: message.id,
-            room: message.room_id,
+            id: message.id.as_uuid(),
+            room: message.room_id.as_uuid(),
             seq: message.seq,
             author: WireUser::from(&message.author),
             content: message.content.as_str().to_owned(),
@@ -58,8 +59,8 @@ impl From<&Message> for WireMessage {
 impl From<WireMessage> for Message {
     fn from(wire: WireMessage) -> Self {
         Self {
-            id: wire.id,
-            room_id: wire.room,
+            id: MessageId::from(wire.id),
+            room_id: RoomId::from(wire.room),
             seq: wire.seq,
             author: wire.author.into(),
             content: MessageContent::from_trusted(wire.content),
@@ -86,12 +87,12 @@ pub(crate) fn decode_message(json: &str) -> DomainResult<Message> {
 pub(crate) enum WireEvent {
     Created { message: WireMessage },
     Edited { message: WireMessage },
-    Deleted { room: RoomId, message: MessageId },
-    Joined { room: RoomId, user: WireUser },
-    Left { room: RoomId, user: WireUser },
-    Typing { room: RoomId, user: WireUser },
-    Presence { room: RoomId, user: WireUser, online: bool },
-    Revoked { user: UserId, sessions: Vec<SessionId> },
+    Deleted { room: Uuid, message: Uuid },
+    Joined { room: Uuid, user: WireUser },
+    Left { room: Uuid, user: WireUser },
+    Typing { room: Uuid, user: WireUser },
+    Presence { room: Uuid, user: WireUser, online: bool },
+    Revoked { user: Uuid, sessions: Vec<Uuid> },
     Fence { token: u64 },
 }
 
@@ -101,17 +102,20 @@ impl From<&Event> for WireEvent {
             Event::MessageCreated(message) => Self::Created { message: message.into() },
             Event::MessageEdited(message) => Self::Edited { message: message.into() },
             Event::MessageDeleted { room_id, message_id } => {
-                Self::Deleted { room: *room_id, message: *message_id }
+                Self::Deleted { room: room_id.as_uuid(), message: message_id.as_uuid() }
             }
-            Event::MemberJoined { room_id, user } => Self::Joined { room: *room_id, user: user.into() },
-            Event::MemberLeft { room_id, user } => Self::Left { room: *room_id, user: user.into() },
-            Event::Typing { room_id, user } => Self::Typing { room: *room_id, user: user.into() },
+            Event::MemberJoined { room_id, user } => {
+                Self::Joined { room: room_id.as_uuid(), user: user.into() }
+            }
+            Event::MemberLeft { room_id, user } => Self::Left { room: room_id.as_uuid(), user: user.into() },
+            Event::Typing { room_id, user } => Self::Typing { room: room_id.as_uuid(), user: user.into() },
             Event::Presence { room_id, user, online } => {
-                Self::Presence { room: *room_id, user: user.into(), online: *online }
+                Self::Presence { room: room_id.as_uuid(), user: user.into(), online: *online }
             }
-            Event::SessionsRevoked { user_id, sessions } => {
-                Self::Revoked { user: *user_id, sessions: sessions.clone() }
-            }
+            Event::SessionsRevoked { user_id, sessions } => Self::Revoked {
+                user: user_id.as_uuid(),
+                sessions: sessions.iter().map(SessionId::as_uuid).collect(),
+            },
         }
     }
 }
@@ -122,14 +126,21 @@ impl WireEvent {
         Some(match self {
             Self::Created { message } => Event::MessageCreated(message.into()),
             Self::Edited { message } => Event::MessageEdited(message.into()),
-            Self::Deleted { room, message } => Event::MessageDeleted { room_id: room, message_id: message },
-            Self::Joined { room, user } => Event::MemberJoined { room_id: room, user: user.into() },
-            Self::Left { room, user } => Event::MemberLeft { room_id: room, user: user.into() },
-            Self::Typing { room, user } => Event::Typing { room_id: room, user: user.into() },
-            Self::Presence { room, user, online } => {
-                Event::Presence { room_id: room, user: user.into(), online }
+            Self::Deleted { room, message } => {
+                Event::MessageDeleted { room_id: RoomId::from(room), message_id: MessageId::from(message) }
             }
-            Self::Revoked { user, sessions } => Event::SessionsRevoked { user_id: user, sessions },
+            Self::Joined { room, user } => {
+                Event::MemberJoined { room_id: RoomId::from(room), user: user.into() }
+            }
+            Self::Left { room, user } => Event::MemberLeft { room_id: RoomId::from(room), user: user.into() },
+            Self::Typing { room, user } => Event::Typing { room_id: RoomId::from(room), user: user.into() },
+            Self::Presence { room, user, online } => {
+                Event::Presence { room_id: RoomId::from(room), user: user.into(), online }
+            }
+            Self::Revoked { user, sessions } => Event::SessionsRevoked {
+                user_id: UserId::from(user),
+                sessions: sessions.into_iter().map(SessionId::from).collect(),
+            },
             Self::Fence { .. } => return None,
         })
     }
