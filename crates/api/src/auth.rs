@@ -223,7 +223,7 @@ impl AuthApi {
         state: Data<&AppState>,
         caller: BearerAuth,
     ) -> Result<WsTicketResponse, SessionError> {
-        let ticket = state.auth.issue_ws_ticket(&caller.0).await?;
+        let ticket = state.auth.issue_connect_ticket(&caller.0).await?;
         Ok(WsTicketResponse::Ok(Json(WsTicket {
             ticket: ticket.ticket,
             expires_in: ticket.expires_in.as_secs(),

@@ -51,12 +51,12 @@ pub struct IssuedToken {
     pub user: User,
 }
 
-/// How long a WebSocket ticket may wait to be redeemed.
-pub const WS_TICKET_TTL: Duration = Duration::from_secs(30);
+/// How long a connect ticket may wait to be redeemed.
+pub const CONNECT_TICKET_TTL: Duration = Duration::from_secs(30);
 
-/// A single-use ticket that opens one WebSocket as the principal it was issued to.
+/// A single-use ticket that opens one live connection as the principal it was issued to.
 #[derive(Debug, Clone)]
-pub struct WsTicket {
+pub struct ConnectTicket {
     pub ticket: String,
     pub expires_in: Duration,
 }
@@ -103,12 +103,13 @@ pub trait AuthService: Send + Sync {
     /// as any activity extends it.
     async fn check_session(&self, principal: &Principal) -> DomainResult<()>;
 
-    /// A ticket that opens one WebSocket as the caller within [`WS_TICKET_TTL`], for browsers,
-    /// which cannot send an `Authorization` header with the handshake.
-    async fn issue_ws_ticket(&self, principal: &Principal) -> DomainResult<WsTicket>;
+    /// A ticket that opens one live connection as the caller within [`CONNECT_TICKET_TTL`], for
+    /// clients that cannot present their token when they connect (a browser opening a WebSocket
+    /// cannot set an `Authorization` header).
+    async fn issue_connect_ticket(&self, principal: &Principal) -> DomainResult<ConnectTicket>;
 
-    /// The principal a ticket was issued to, once, while its session lives.
-    async fn redeem_ws_ticket(&self, ticket: &str) -> DomainResult<Principal>;
+    /// The principal a connect ticket was issued to, once, while its session lives.
+    async fn redeem_connect_ticket(&self, ticket: &str) -> DomainResult<Principal>;
 
     /// The caller's own account.
     async fn me(&self, principal: &Principal) -> DomainResult<User>;
@@ -248,14 +249,14 @@ impl AuthService for AuthUseCases {
         }
     }
 
-    async fn issue_ws_ticket(&self, principal: &Principal) -> DomainResult<WsTicket> {
+    async fn issue_connect_ticket(&self, principal: &Principal) -> DomainResult<ConnectTicket> {
         // 244 random bits, URL-safe.
         let ticket = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        self.ports.tickets.issue(&ticket, *principal, WS_TICKET_TTL).await?;
-        Ok(WsTicket { ticket, expires_in: WS_TICKET_TTL })
+        self.ports.tickets.issue(&ticket, *principal, CONNECT_TICKET_TTL).await?;
+        Ok(ConnectTicket { ticket, expires_in: CONNECT_TICKET_TTL })
     }
 
-    async fn redeem_ws_ticket(&self, ticket: &str) -> DomainResult<Principal> {
+    async fn redeem_connect_ticket(&self, ticket: &str) -> DomainResult<Principal> {
         let principal = self.ports.tickets.redeem(ticket).await?.ok_or(DomainError::Unauthenticated)?;
         self.check_session(&principal).await?;
         Ok(principal)
@@ -569,7 +570,7 @@ mod tests {
             .expect_issue()
             .withf(move |ticket, p, ttl| {
                 *seen.lock().unwrap() = ticket.to_owned();
-                *p == principal && *ttl == WS_TICKET_TTL && ticket.len() == 64
+                *p == principal && *ttl == CONNECT_TICKET_TTL && ticket.len() == 64
             })
             .times(1)
             .returning(|_, _, _| Ok(()));
@@ -587,9 +588,12 @@ mod tests {
             .returning(move |id, _| Ok(Some(Session { id, user_id: user, created_at: Utc::now() })));
         let service = mocks.service();
 
-        let ticket = service.issue_ws_ticket(&principal).await.unwrap();
+        let ticket = service.issue_connect_ticket(&principal).await.unwrap();
         assert_eq!(ticket.ticket, *issued.lock().unwrap());
-        assert_eq!(service.redeem_ws_ticket(&ticket.ticket).await.unwrap(), principal);
-        assert!(matches!(service.redeem_ws_ticket(&ticket.ticket).await, Err(DomainError::Unauthenticated)));
+        assert_eq!(service.redeem_connect_ticket(&ticket.ticket).await.unwrap(), principal);
+        assert!(matches!(
+            service.redeem_connect_ticket(&ticket.ticket).await,
+            Err(DomainError::Unauthenticated)
+        ));
     }
 }

@@ -41,7 +41,9 @@ pub mod sync;
 pub mod testing;
 pub mod user;
 
-pub use auth::{AuthPorts, AuthService, AuthSettings, AuthUseCases, IssuedToken, WS_TICKET_TTL, WsTicket};
+pub use auth::{
+    AuthPorts, AuthService, AuthSettings, AuthUseCases, CONNECT_TICKET_TTL, ConnectTicket, IssuedToken,
+};
 pub use chat::{ChatPorts, ChatService, ChatUseCases, MAX_RESUMED_MESSAGES, Resumption, RoomRef};
 pub use clock::{Clock, SystemClock};
 pub use error::{BoxError, DomainError, DomainResult, ValidationError};

@@ -56,9 +56,9 @@ pub trait TokenCodec: Send + Sync {
     fn decode(&self, token: &str) -> DomainResult<AccessGrant>;
 }
 
-/// Single-use tickets that let a browser, which cannot set headers on a WebSocket handshake,
-/// open one: a ticket names a principal for a short time and can be redeemed once, on any
-/// instance.
+/// Single-use tickets that let a client which cannot present its token when it connects (a
+/// browser opening a WebSocket cannot set headers) open a live connection: a ticket names a
+/// principal for a short time and can be redeemed once, on any instance.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait TicketStore: Send + Sync {

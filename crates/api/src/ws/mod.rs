@@ -142,7 +142,7 @@ async fn authenticate(
         .map(str::trim);
     let outcome = match (bearer, ticket) {
         (Some(token), _) => auth.authenticate(token).await,
-        (None, Some(ticket)) => auth.redeem_ws_ticket(ticket).await,
+        (None, Some(ticket)) => auth.redeem_connect_ticket(ticket).await,
         (None, None) => Err(DomainError::Unauthenticated),
     };
     outcome.map_err(ApiError::from)
