@@ -160,9 +160,9 @@ impl AuthApi {
         body: Json<RegisterRequest>,
     ) -> Result<RegisterResponse, RegisterError> {
         let Json(body) = body;
-        let email = Email::parse(&body.email.get("email")?)?;
-        let username = Username::parse(&body.username.get("username")?)?;
-        let password = Password::parse(&body.password.get("password")?)?;
+        let email = Email::parse(&body.email.get(domain::Field::Email)?)?;
+        let username = Username::parse(&body.username.get(domain::Field::Username)?)?;
+        let password = Password::parse(&body.password.get(domain::Field::Password)?)?;
         let issued = state.auth.register(email, username, password).await?;
         Ok(RegisterResponse::Created(Json(issued.into())))
     }
@@ -180,8 +180,8 @@ impl AuthApi {
         body: Json<LoginRequest>,
     ) -> Result<LoginResponse, LoginError> {
         let Json(body) = body;
-        let email = Email::parse(&body.email.get("email")?)?;
-        let password = Password::attempt(&body.password.get("password")?)?;
+        let email = Email::parse(&body.email.get(domain::Field::Email)?)?;
+        let password = Password::attempt(&body.password.get(domain::Field::Password)?)?;
         let client = request.remote_addr().as_socket_addr().map(|address| address.ip());
         let issued = state.auth.login(email, password, client).await?;
         Ok(LoginResponse::Ok(Json(issued.into())))

@@ -1,11 +1,12 @@
-//! Request body fields that never fail the whole body. poem-openapi reports a wrong field as
+//! Request fields: how the API spells each input the domain validates ([`json_name`]), and
+//! request body fields that never fail the whole body. poem-openapi reports a wrong field as
 //! "expected string, found null (while parsing RegisterRequest)" without naming it; wrapping each
 //! field in [`Field`] keeps the schema of the inner type in the document while the handler
 //! reports `VALIDATION_FAILED` naming the field, like every other validation failure.
 
 use std::borrow::Cow;
 
-use convo_domain::ValidationError;
+use convo_domain::{self as domain, ValidationError};
 use poem_openapi::registry::{MetaSchemaRef, Registry};
 use poem_openapi::types::{ParseFromJSON, ParseResult, ToJSON, Type};
 use serde_json::Value;
@@ -15,9 +16,29 @@ use serde_json::Value;
 pub struct Field<T>(Result<T, &'static str>);
 
 impl<T> Field<T> {
-    /// The value, or a validation error naming `name` (the JSON name of the field).
-    pub fn get(self, name: &'static str) -> Result<T, ValidationError> {
-        self.0.map_err(|problem| ValidationError::new(name, problem))
+    /// The value, or a validation error naming `field`.
+    pub fn get(self, field: domain::Field) -> Result<T, ValidationError> {
+        self.0.map_err(|problem| ValidationError::new(field, problem))
+    }
+}
+
+/// The name a request gives an input, as error messages quote it to the client.
+pub fn json_name(field: domain::Field) -> &'static str {
+    use domain::Field as F;
+    match field {
+        F::Email => "email",
+        F::Username => "username",
+        F::Password => "password",
+        F::RoomName => "name",
+        F::SearchPrefix => "q",
+        F::Limit => "limit",
+        F::Before => "before",
+        F::After => "after",
+        F::Content => "content",
+        F::ClientMessageId => "clientMessageId",
+        F::RoomId => "roomId",
+        F::RoomByName => "chatRoomName",
+        F::SinceSeq => "sinceSeq",
     }
 }
 
@@ -88,7 +109,7 @@ mod tests {
     use super::*;
 
     fn parse<T: ParseFromJSON + std::fmt::Debug>(value: Option<Value>) -> Result<T, ValidationError> {
-        Field::<T>::parse_from_json(value).expect("never fails").get("f")
+        Field::<T>::parse_from_json(value).expect("never fails").get(domain::Field::Content)
     }
 
     #[test]
@@ -103,6 +124,6 @@ mod tests {
         assert_eq!(parse::<Option<Uuid>>(Some(json!(12))).unwrap_err().message, "must be a UUID string");
         let id = Uuid::now_v7();
         assert_eq!(parse::<Option<Uuid>>(Some(json!(id))).unwrap(), Some(id));
-        assert_eq!(parse::<String>(Some(json!(1))).unwrap_err().field, "f");
+        assert_eq!(parse::<String>(Some(json!(1))).unwrap_err().field, domain::Field::Content);
     }
 }

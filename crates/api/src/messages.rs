@@ -137,10 +137,15 @@ fn room_ref(room_id: Option<Uuid>, room_name: Option<&str>) -> Result<RoomRef, V
     match (room_id, room_name) {
         (Some(id), None) => Ok(RoomRef::Id(RoomId::from(id))),
         (None, Some(name)) => Ok(RoomRef::Name(
-            RoomName::parse(name).map_err(|error| ValidationError::new("chatRoomName", error.message))?,
+            RoomName::parse(name)
+                .map_err(|error| ValidationError::new(domain::Field::RoomByName, error.message))?,
         )),
-        (Some(_), Some(_)) => Err(ValidationError::new("roomId", "give roomId or chatRoomName, not both")),
-        (None, None) => Err(ValidationError::new("roomId", "roomId or chatRoomName is required")),
+        (Some(_), Some(_)) => {
+            Err(ValidationError::new(domain::Field::RoomId, "give roomId or chatRoomName, not both"))
+        }
+        (None, None) => {
+            Err(ValidationError::new(domain::Field::RoomId, "roomId or chatRoomName is required"))
+        }
     }
 }
 
@@ -160,12 +165,14 @@ impl MessageApi {
         body: Json<SendMessageRequest>,
     ) -> Result<SendMessageResponse, SendMessageError> {
         let Json(body) = body;
-        let room =
-            room_ref(body.room_id.get("roomId")?, body.chat_room_name.get("chatRoomName")?.as_deref())?;
-        let content = MessageContent::parse(&body.content.get("content")?)?;
+        let room = room_ref(
+            body.room_id.get(domain::Field::RoomId)?,
+            body.chat_room_name.get(domain::Field::RoomByName)?.as_deref(),
+        )?;
+        let content = MessageContent::parse(&body.content.get(domain::Field::Content)?)?;
         let key = body
             .client_message_id
-            .get("clientMessageId")?
+            .get(domain::Field::ClientMessageId)?
             .as_deref()
             .map(ClientMessageId::parse)
             .transpose()?;
@@ -220,7 +227,7 @@ impl MessageApi {
         #[oai(name = "messageId")] message_id: Path<Uuid>,
         body: Json<EditMessageRequest>,
     ) -> Result<EditMessageResponse, EditMessageError> {
-        let content = MessageContent::parse(&body.0.content.get("content")?)?;
+        let content = MessageContent::parse(&body.0.content.get(domain::Field::Content)?)?;
         let message = state.chat.edit(caller.0.user_id, MessageId::from(message_id.0), content).await?;
         Ok(EditMessageResponse::Ok(Json(message.into())))
     }

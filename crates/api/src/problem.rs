@@ -12,6 +12,8 @@ use poem_openapi::registry::{
 use poem_openapi::types::{ToJSON, Type};
 use poem_openapi::{Enum, Object};
 
+use crate::field::json_name;
+
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
 /// A stable identifier clients can switch on.
@@ -163,7 +165,16 @@ impl From<DomainError> for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError)
             }
         };
-        Self { status, code, detail: error.to_string(), retry_after: error.retry_after() }
+        Self { status, code, detail: client_message(&error), retry_after: error.retry_after() }
+    }
+}
+
+/// What a refusal tells the client, on either transport: the error's message, a validation
+/// failure naming the field as requests spell it.
+pub fn client_message(error: &DomainError) -> String {
+    match error {
+        DomainError::Validation(invalid) => format!("{}: {}", json_name(invalid.field), invalid.message),
+        other => other.to_string(),
     }
 }
 
@@ -262,7 +273,7 @@ pub(crate) use declare_errors;
 mod tests {
     use std::time::Duration;
 
-    use convo_domain::{DomainError, ValidationError};
+    use convo_domain::{DomainError, Field, ValidationError};
     use poem_openapi::types::ToJSON;
 
     use super::*;
@@ -270,7 +281,7 @@ mod tests {
     #[test]
     fn every_domain_error_keeps_its_code_on_the_wire() {
         let errors = [
-            DomainError::Validation(ValidationError::new("name", "bad")),
+            DomainError::Validation(ValidationError::new(Field::RoomName, "bad")),
             DomainError::Unauthenticated,
             DomainError::InvalidCredentials,
             DomainError::TooManyAttempts { retry_after: Duration::from_secs(1) },
@@ -290,6 +301,14 @@ mod tests {
             let api = ApiError::from(error);
             assert_eq!(api.code.to_json().map(|v| v.to_string()), Some(format!("\"{code}\"")));
         }
+    }
+
+    #[test]
+    fn a_validation_failure_names_the_field_as_requests_spell_it() {
+        let api = ApiError::from(DomainError::from(ValidationError::new(Field::ClientMessageId, "is bad")));
+        assert_eq!(api.detail, "clientMessageId: is bad");
+        let api = ApiError::from(DomainError::from(ValidationError::new(Field::RoomByName, "is bad")));
+        assert_eq!(api.detail, "chatRoomName: is bad");
     }
 
     #[test]

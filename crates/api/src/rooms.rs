@@ -156,7 +156,7 @@ impl RoomApi {
         body: Json<CreateRoomRequest>,
     ) -> Result<CreateRoomResponse, CreateRoomError> {
         let Json(body) = body;
-        let name = RoomName::parse(&body.name.get("name")?)?;
+        let name = RoomName::parse(&body.name.get(domain::Field::RoomName)?)?;
         let room = state.chat.create_room(caller.0.user_id, name).await?;
         Ok(CreateRoomResponse::Created(Json(room.into())))
     }

@@ -3,16 +3,50 @@
 
 use std::time::Duration;
 
+/// The input a validation rule refused, named for what it is; how a request spells it (a JSON
+/// field, a query parameter) is the api crate's business.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// A user's email address.
+    Email,
+    /// A user's name.
+    Username,
+    /// A password, at registration or login.
+    Password,
+    /// The name of a room being created.
+    RoomName,
+    /// The start of the room names a directory search looks for.
+    SearchPrefix,
+    /// The size of a page of a listing.
+    Limit,
+    /// The history cursor to read back from.
+    Before,
+    /// The history cursor to read forward from.
+    After,
+    /// A message's text.
+    Content,
+    /// The key a client gives a message so that a retried send creates nothing new.
+    ClientMessageId,
+    /// The room a request addresses by id; also blamed when it names the room both ways or not at all.
+    RoomId,
+    /// The room a request addresses by name.
+    RoomByName,
+    /// The seq after which a live connection resumes a room.
+    SinceSeq,
+}
+
 /// A value that broke one of the validation rules, naming the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
+#[error("{field:?}: {message}")]
 pub struct ValidationError {
-    pub field: &'static str,
+    pub field: Field,
+    /// What is wrong with the value, for people: "must be 3-20 characters".
     pub message: String,
 }
 
 impl ValidationError {
-    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+    /// A refusal of `field`'s value, saying why.
+    pub fn new(field: Field, message: impl Into<String>) -> Self {
         Self { field, message: message.into() }
     }
 }

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::error::{DomainResult, ValidationError};
+use crate::error::{DomainResult, Field, ValidationError};
 use crate::id::{MessageId, RoomId, UserId};
 use crate::room::parse_limit;
 use crate::user::UserRef;
@@ -20,10 +20,10 @@ impl MessageContent {
         let value = raw.trim();
         let len = value.chars().count();
         if len == 0 {
-            return Err(ValidationError::new("content", "must not be empty"));
+            return Err(ValidationError::new(Field::Content, "must not be empty"));
         }
         if len > Self::MAX_CHARS {
-            return Err(ValidationError::new("content", "must be at most 1000 characters"));
+            return Err(ValidationError::new(Field::Content, "must be at most 1000 characters"));
         }
         Ok(Self(value.to_owned()))
     }
@@ -54,7 +54,7 @@ impl ClientMessageId {
         let len = raw.chars().count();
         if len == 0 || len > Self::MAX_CHARS || raw.chars().any(char::is_control) {
             return Err(ValidationError::new(
-                "clientMessageId",
+                Field::ClientMessageId,
                 "must be 1-100 characters without control characters",
             ));
         }
@@ -127,10 +127,10 @@ impl HistoryQuery {
         limit: Option<u32>,
     ) -> Result<Self, ValidationError> {
         if before.is_some_and(|seq| seq < 1) {
-            return Err(ValidationError::new("before", "must be a seq of 1 or more"));
+            return Err(ValidationError::new(Field::Before, "must be a seq of 1 or more"));
         }
         if after.is_some_and(|seq| seq < 0) {
-            return Err(ValidationError::new("after", "must be a seq of 0 or more"));
+            return Err(ValidationError::new(Field::After, "must be a seq of 0 or more"));
         }
         Ok(Self { before, after, limit: parse_limit(limit, Self::DEFAULT_LIMIT)? })
     }

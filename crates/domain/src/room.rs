@@ -5,7 +5,7 @@ use std::fmt;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::error::{DomainResult, ValidationError};
+use crate::error::{DomainResult, Field, ValidationError};
 use crate::id::{RoomId, UserId};
 use crate::user::Username;
 
@@ -20,11 +20,11 @@ impl RoomName {
         let value = raw.trim();
         let len = value.chars().count();
         if !(1..=Self::MAX_LEN).contains(&len) {
-            return Err(ValidationError::new("name", "must be 1-50 characters"));
+            return Err(ValidationError::new(Field::RoomName, "must be 1-50 characters"));
         }
         if !value.chars().all(|c| c.is_alphanumeric() || c == ' ' || c == '_' || c == '-') {
             return Err(ValidationError::new(
-                "name",
+                Field::RoomName,
                 "may contain only letters, digits, spaces, underscores and hyphens",
             ));
         }
@@ -78,7 +78,7 @@ impl DirectoryQuery {
     pub fn parse(prefix: Option<&str>, limit: Option<u32>) -> Result<Self, ValidationError> {
         let prefix = prefix.unwrap_or("").trim_start();
         if prefix.chars().count() > RoomName::MAX_LEN {
-            return Err(ValidationError::new("q", "must be at most 50 characters"));
+            return Err(ValidationError::new(Field::SearchPrefix, "must be at most 50 characters"));
         }
         Ok(Self { prefix_key: name_key(prefix), limit: parse_limit(limit, Self::DEFAULT_LIMIT)? })
     }
@@ -89,7 +89,7 @@ pub(crate) fn parse_limit(limit: Option<u32>, default: u32) -> Result<u32, Valid
     match limit {
         None => Ok(default),
         Some(n @ 1..=100) => Ok(n),
-        Some(_) => Err(ValidationError::new("limit", "must be between 1 and 100")),
+        Some(_) => Err(ValidationError::new(Field::Limit, "must be between 1 and 100")),
     }
 }
 

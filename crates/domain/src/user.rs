@@ -5,7 +5,7 @@ use std::fmt;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::error::{DomainResult, ValidationError};
+use crate::error::{DomainResult, Field, ValidationError};
 use crate::id::UserId;
 
 /// An email address: at most 254 chars, stored and compared in lower case.
@@ -16,7 +16,7 @@ impl Email {
     pub const MAX_LEN: usize = 254;
 
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
-        let invalid = |why: &str| ValidationError::new("email", why);
+        let invalid = |why: &str| ValidationError::new(Field::Email, why);
         let value = raw.trim();
         if value.is_empty() {
             return Err(invalid("must not be empty"));
@@ -75,11 +75,11 @@ impl Username {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let len = raw.chars().count();
         if !(3..=20).contains(&len) {
-            return Err(ValidationError::new("username", "must be 3-20 characters"));
+            return Err(ValidationError::new(Field::Username, "must be 3-20 characters"));
         }
         if !raw.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(ValidationError::new(
-                "username",
+                Field::Username,
                 "may contain only letters A-Z, digits and underscores",
             ));
         }
@@ -120,16 +120,16 @@ impl Password {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let len = raw.chars().count();
         if !(8..=128).contains(&len) {
-            return Err(ValidationError::new("password", "must be 8-128 characters"));
+            return Err(ValidationError::new(Field::Password, "must be 8-128 characters"));
         }
         if !raw.chars().any(char::is_lowercase) {
-            return Err(ValidationError::new("password", "must contain a lower-case letter"));
+            return Err(ValidationError::new(Field::Password, "must contain a lower-case letter"));
         }
         if !raw.chars().any(char::is_uppercase) {
-            return Err(ValidationError::new("password", "must contain an upper-case letter"));
+            return Err(ValidationError::new(Field::Password, "must contain an upper-case letter"));
         }
         if !raw.chars().any(|c| c.is_ascii_digit()) {
-            return Err(ValidationError::new("password", "must contain a digit"));
+            return Err(ValidationError::new(Field::Password, "must contain a digit"));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -138,7 +138,7 @@ impl Password {
     /// they may have changed since the user registered.
     pub fn attempt(raw: &str) -> Result<Self, ValidationError> {
         if raw.is_empty() || raw.chars().count() > 128 {
-            return Err(ValidationError::new("password", "must be 1-128 characters"));
+            return Err(ValidationError::new(Field::Password, "must be 1-128 characters"));
         }
         Ok(Self(raw.to_owned()))
     }
@@ -246,7 +246,7 @@ mod tests {
             "a@b.c",
         ] {
             let err = Email::parse(bad).expect_err(bad);
-            assert_eq!(err.field, "email", "{bad}");
+            assert_eq!(err.field, Field::Email, "{bad}");
         }
         let long = format!("{}@example.com", "a".repeat(250));
         assert!(Email::parse(&long).is_err());

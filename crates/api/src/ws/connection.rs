@@ -389,7 +389,9 @@ impl Connection {
         reference: Option<String>,
     ) -> Result<Option<Result<ServerFrame, DomainError>>, Stop> {
         if since.is_some_and(|seq| seq < 0) {
-            return Ok(Some(Err(ValidationError::new("sinceSeq", "must be 0 or more").into())));
+            return Ok(Some(Err(
+                ValidationError::new(convo_domain::Field::SinceSeq, "must be 0 or more").into()
+            )));
         }
         let hub = self.gateway.hub.clone();
         if self.rooms.remove(&room) {

@@ -124,7 +124,7 @@ impl ServerFrame {
                 tracing::error!(%error, "a WebSocket frame failed");
                 ("SERVER_ERROR", "the server could not handle this frame; retry later".to_owned())
             }
-            other => (other.code(), other.to_string()),
+            other => (other.code(), crate::problem::client_message(other)),
         };
         let retry_after_ms =
             error.retry_after().map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));

@@ -121,7 +121,7 @@ impl ChatUseCases {
     fn retried_send(&self, existing: Message, room: RoomId) -> DomainResult<Posted> {
         if existing.room_id != room {
             return Err(ValidationError::new(
-                "clientMessageId",
+                crate::error::Field::ClientMessageId,
                 "was already used for a message in another room",
             )
             .into());
@@ -222,7 +222,10 @@ mod tests {
             .send(author, &RoomRef::Id(RoomId::generate()), content(), Some(key))
             .await
             .unwrap_err();
-        assert!(matches!(&error, DomainError::Validation(v) if v.field == "clientMessageId"), "{error:?}");
+        assert!(
+            matches!(&error, DomainError::Validation(v) if v.field == crate::error::Field::ClientMessageId),
+            "{error:?}"
+        );
     }
 
     #[tokio::test]
