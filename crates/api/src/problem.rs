@@ -1,5 +1,6 @@
-//! The one error shape of the API (RFC 9457 problem details) and the single place where domain
-//! errors and poem's own errors become HTTP statuses and stable codes.
+//! The one error shape of the API (RFC 9457 problem details), the stable codes clients switch on
+//! (on both transports), and the single place where domain errors and poem's own errors become
+//! HTTP statuses and codes.
 
 use std::time::Duration;
 
@@ -11,15 +12,19 @@ use poem_openapi::registry::{
 };
 use poem_openapi::types::{ToJSON, Type};
 use poem_openapi::{Enum, Object};
+use serde::Serialize;
 
 use crate::field::json_name;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
+// Also the `code` of WebSocket `error` frames (through serde). Both derives spell a variant in
+// SCREAMING_SNAKE_CASE; a test checks they agree. The doc line below is the OpenAPI description.
 /// A stable identifier clients can switch on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize)]
 #[allow(non_camel_case_types)]
 #[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     ValidationFailed,
     Unauthorized,
@@ -140,31 +145,45 @@ impl ApiError {
     }
 }
 
+/// The HTTP status and the code of each domain error: the one place they are decided, for the
+/// REST routes and the WebSocket gateway alike.
+pub fn classify(error: &DomainError) -> (StatusCode, ErrorCode) {
+    use DomainError as D;
+    match error {
+        D::Validation(_) => (StatusCode::BAD_REQUEST, ErrorCode::ValidationFailed),
+        D::Unauthenticated => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+        D::InvalidCredentials => (StatusCode::UNAUTHORIZED, ErrorCode::InvalidCredentials),
+        D::TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyAttempts),
+        D::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+        D::EmailTaken => (StatusCode::CONFLICT, ErrorCode::EmailTaken),
+        D::UsernameTaken => (StatusCode::CONFLICT, ErrorCode::UsernameTaken),
+        D::RoomNameTaken => (StatusCode::CONFLICT, ErrorCode::RoomNameTaken),
+        D::NotAMember => (StatusCode::FORBIDDEN, ErrorCode::NotAMember),
+        D::NotTheAuthor => (StatusCode::FORBIDDEN, ErrorCode::NotTheAuthor),
+        D::RoomNotFound => (StatusCode::NOT_FOUND, ErrorCode::RoomNotFound),
+        D::MessageNotFound => (StatusCode::NOT_FOUND, ErrorCode::MessageNotFound),
+        D::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable),
+        D::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError),
+    }
+}
+
+impl ErrorCode {
+    /// The code clients see for a domain error.
+    pub fn of(error: &DomainError) -> Self {
+        classify(error).1
+    }
+}
+
 impl From<DomainError> for ApiError {
     fn from(error: DomainError) -> Self {
-        use DomainError as D;
-        let (status, code) = match &error {
-            D::Validation(_) => (StatusCode::BAD_REQUEST, ErrorCode::ValidationFailed),
-            D::Unauthenticated => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
-            D::InvalidCredentials => (StatusCode::UNAUTHORIZED, ErrorCode::InvalidCredentials),
-            D::TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyAttempts),
-            D::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
-            D::EmailTaken => (StatusCode::CONFLICT, ErrorCode::EmailTaken),
-            D::UsernameTaken => (StatusCode::CONFLICT, ErrorCode::UsernameTaken),
-            D::RoomNameTaken => (StatusCode::CONFLICT, ErrorCode::RoomNameTaken),
-            D::NotAMember => (StatusCode::FORBIDDEN, ErrorCode::NotAMember),
-            D::NotTheAuthor => (StatusCode::FORBIDDEN, ErrorCode::NotTheAuthor),
-            D::RoomNotFound => (StatusCode::NOT_FOUND, ErrorCode::RoomNotFound),
-            D::MessageNotFound => (StatusCode::NOT_FOUND, ErrorCode::MessageNotFound),
-            D::Unavailable { what, source } => {
-                tracing::error!(error = %source, "{what} unavailable");
-                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable)
+        let (status, code) = classify(&error);
+        match &error {
+            DomainError::Unavailable { what, source } => {
+                tracing::error!(error = %source, "{what} unavailable")
             }
-            D::Internal(source) => {
-                tracing::error!(error = %source, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError)
-            }
-        };
+            DomainError::Internal(source) => tracing::error!(error = %source, "internal error"),
+            _ => {}
+        }
         Self { status, code, detail: client_message(&error), retry_after: error.retry_after() }
     }
 }
@@ -281,25 +300,52 @@ mod tests {
     #[test]
     fn every_domain_error_keeps_its_code_on_the_wire() {
         let errors = [
-            DomainError::Validation(ValidationError::new(Field::RoomName, "bad")),
-            DomainError::Unauthenticated,
-            DomainError::InvalidCredentials,
-            DomainError::TooManyAttempts { retry_after: Duration::from_secs(1) },
-            DomainError::RateLimited { retry_after: Duration::from_secs(1) },
-            DomainError::EmailTaken,
-            DomainError::UsernameTaken,
-            DomainError::RoomNameTaken,
-            DomainError::NotAMember,
-            DomainError::NotTheAuthor,
-            DomainError::RoomNotFound,
-            DomainError::MessageNotFound,
-            DomainError::unavailable("database", "down"),
-            DomainError::internal("bug"),
+            (DomainError::Validation(ValidationError::new(Field::RoomName, "bad")), "VALIDATION_FAILED"),
+            (DomainError::Unauthenticated, "UNAUTHORIZED"),
+            (DomainError::InvalidCredentials, "INVALID_CREDENTIALS"),
+            (DomainError::TooManyAttempts { retry_after: Duration::from_secs(1) }, "TOO_MANY_ATTEMPTS"),
+            (DomainError::RateLimited { retry_after: Duration::from_secs(1) }, "RATE_LIMITED"),
+            (DomainError::EmailTaken, "EMAIL_TAKEN"),
+            (DomainError::UsernameTaken, "USERNAME_TAKEN"),
+            (DomainError::RoomNameTaken, "ROOM_NAME_TAKEN"),
+            (DomainError::NotAMember, "NOT_A_MEMBER"),
+            (DomainError::NotTheAuthor, "NOT_THE_AUTHOR"),
+            (DomainError::RoomNotFound, "ROOM_NOT_FOUND"),
+            (DomainError::MessageNotFound, "MESSAGE_NOT_FOUND"),
+            (DomainError::unavailable("database", "down"), "SERVICE_UNAVAILABLE"),
+            (DomainError::internal("bug"), "INTERNAL_ERROR"),
         ];
-        for error in errors {
-            let code = error.code();
+        for (error, code) in errors {
             let api = ApiError::from(error);
-            assert_eq!(api.code.to_json().map(|v| v.to_string()), Some(format!("\"{code}\"")));
+            assert_eq!(api.code.to_json(), Some(serde_json::Value::from(code)));
+            assert_eq!(serde_json::to_value(api.code).ok(), Some(serde_json::Value::from(code)));
+        }
+    }
+
+    #[test]
+    fn both_derives_spell_every_code_alike() {
+        use ErrorCode as C;
+        for code in [
+            C::ValidationFailed,
+            C::Unauthorized,
+            C::InvalidCredentials,
+            C::TooManyAttempts,
+            C::RateLimited,
+            C::EmailTaken,
+            C::UsernameTaken,
+            C::RoomNameTaken,
+            C::NotAMember,
+            C::NotTheAuthor,
+            C::RoomNotFound,
+            C::MessageNotFound,
+            C::NotFound,
+            C::Forbidden,
+            C::MethodNotAllowed,
+            C::PayloadTooLarge,
+            C::ServiceUnavailable,
+            C::InternalError,
+        ] {
+            assert_eq!(serde_json::to_value(code).ok(), code.to_json(), "{code:?}");
         }
     }
 

@@ -466,7 +466,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(error.retry_after(), Some(Duration::from_secs(42)));
-        assert_eq!(error.code(), "TOO_MANY_ATTEMPTS");
+        assert!(matches!(error, DomainError::TooManyAttempts { .. }), "{error:?}");
     }
 
     #[tokio::test]

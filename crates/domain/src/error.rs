@@ -1,5 +1,5 @@
 //! The one error type of the domain. Each variant is a stable code of the public API; the api
-//! crate maps it to an HTTP status and the WebSocket gateway to an `error` frame, each in one place.
+//! crate owns the code strings and maps each variant to its code and HTTP status in one place.
 
 use std::time::Duration;
 
@@ -93,26 +93,6 @@ pub enum DomainError {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 impl DomainError {
-    /// The stable, UPPER_SNAKE code clients switch on.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Validation(_) => "VALIDATION_FAILED",
-            Self::Unauthenticated => "UNAUTHORIZED",
-            Self::InvalidCredentials => "INVALID_CREDENTIALS",
-            Self::TooManyAttempts { .. } => "TOO_MANY_ATTEMPTS",
-            Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::EmailTaken => "EMAIL_TAKEN",
-            Self::UsernameTaken => "USERNAME_TAKEN",
-            Self::RoomNameTaken => "ROOM_NAME_TAKEN",
-            Self::NotAMember => "NOT_A_MEMBER",
-            Self::NotTheAuthor => "NOT_THE_AUTHOR",
-            Self::RoomNotFound => "ROOM_NOT_FOUND",
-            Self::MessageNotFound => "MESSAGE_NOT_FOUND",
-            Self::Unavailable { .. } => "SERVICE_UNAVAILABLE",
-            Self::Internal(_) => "INTERNAL_ERROR",
-        }
-    }
-
     /// How long the caller should wait before trying again, for the refusals that have one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

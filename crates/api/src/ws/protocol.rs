@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::problem::{ErrorCode, client_message};
+
 /// A frame from the client. Unknown fields are ignored; `ref` is echoed on the direct reply.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
@@ -102,7 +104,7 @@ pub enum ServerFrame {
     Error {
         #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
-        code: &'static str,
+        code: FrameErrorCode,
         message: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
@@ -122,9 +124,10 @@ impl ServerFrame {
         let (code, message) = match error {
             DomainError::Unavailable { .. } | DomainError::Internal(_) | DomainError::Unauthenticated => {
                 tracing::error!(%error, "a WebSocket frame failed");
-                ("SERVER_ERROR", "the server could not handle this frame; retry later".to_owned())
+                let why = "the server could not handle this frame; retry later".to_owned();
+                (FrameErrorCode::Gateway(GatewayErrorCode::ServerError), why)
             }
-            other => (other.code(), crate::problem::client_message(other)),
+            other => (FrameErrorCode::Api(ErrorCode::of(other)), client_message(other)),
         };
         let retry_after_ms =
             error.retry_after().map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
@@ -133,8 +136,28 @@ impl ServerFrame {
 
     /// An `INVALID_FRAME` error.
     pub fn invalid(reference: Option<String>, why: impl Into<String>) -> Self {
-        Self::Error { reference, code: "INVALID_FRAME", message: why.into(), retry_after_ms: None }
+        let code = FrameErrorCode::Gateway(GatewayErrorCode::InvalidFrame);
+        Self::Error { reference, code, message: why.into(), retry_after_ms: None }
     }
+}
+
+/// The `code` of an `error` frame: a refused frame carries the code the REST API gives the same
+/// refusal; the gateway has two of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum FrameErrorCode {
+    Api(ErrorCode),
+    Gateway(GatewayErrorCode),
+}
+
+/// The codes only the WebSocket gateway sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum GatewayErrorCode {
+    /// The server failed to handle the frame; the client may retry later.
+    ServerError,
+    /// The frame is not JSON or not a frame of the protocol.
+    InvalidFrame,
 }
 
 /// The REST shapes, so that a message or a user reads the same on both transports.
@@ -193,5 +216,13 @@ mod tests {
             limited.encode(),
             r#"{"type":"error","ref":"s","code":"RATE_LIMITED","message":"too many messages","retryAfterMs":1500}"#
         );
+    }
+
+    #[test]
+    fn the_gateway_codes_read_as_in_the_contract() {
+        let invalid = ServerFrame::invalid(None, "no").encode();
+        assert_eq!(invalid, r#"{"type":"error","code":"INVALID_FRAME","message":"no"}"#);
+        let failed = ServerFrame::error(None, &DomainError::internal("bug")).encode();
+        assert!(failed.contains(r#""code":"SERVER_ERROR""#), "{failed}");
     }
 }
