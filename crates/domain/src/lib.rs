@@ -40,6 +40,7 @@ pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod user;
+mod value;
 
 pub use auth::{
     AuthPorts, AuthService, AuthSettings, AuthUseCases, CONNECT_TICKET_TTL, ConnectTicket, IssuedToken,

@@ -8,14 +8,18 @@ use crate::error::{DomainResult, Field, ValidationError};
 use crate::id::{MessageId, RoomId, UserId};
 use crate::room::parse_limit;
 use crate::user::UserRef;
+use crate::value::text_value;
 
-/// Trimmed, 1-1000 Unicode scalar values, kept exactly as sent (never HTML-escaped).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageContent(String);
+text_value!(
+    /// Trimmed, 1-1000 Unicode scalar values, kept exactly as sent (never HTML-escaped).
+    MessageContent
+);
 
 impl MessageContent {
+    /// The longest value allowed, in characters.
     pub const MAX_CHARS: usize = 1000;
 
+    /// The value, if `raw` keeps the rules above; otherwise which rule it breaks.
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let value = raw.trim();
         let len = value.chars().count();
@@ -27,29 +31,18 @@ impl MessageContent {
         }
         Ok(Self(value.to_owned()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn from_trusted(value: String) -> Self {
-        Self(value)
-    }
 }
 
-impl AsRef<str> for MessageContent {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A key the client picks so that retrying a send creates nothing new: 1-100 printable chars.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ClientMessageId(String);
+text_value!(
+    /// A key the client picks so that retrying a send creates nothing new: 1-100 printable chars.
+    ClientMessageId
+);
 
 impl ClientMessageId {
+    /// The longest value allowed, in characters.
     pub const MAX_CHARS: usize = 100;
 
+    /// The value, if `raw` keeps the rules above; otherwise which rule it breaks.
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let len = raw.chars().count();
         if len == 0 || len > Self::MAX_CHARS || raw.chars().any(char::is_control) {
@@ -59,20 +52,6 @@ impl ClientMessageId {
             ));
         }
         Ok(Self(raw.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn from_trusted(value: String) -> Self {
-        Self(value)
-    }
-}
-
-impl AsRef<str> for ClientMessageId {
-    fn as_ref(&self) -> &str {
-        &self.0
     }
 }
 

@@ -1,21 +1,23 @@
 //! Rooms and their memberships.
 
-use std::fmt;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::error::{DomainResult, Field, ValidationError};
 use crate::id::{RoomId, UserId};
 use crate::user::Username;
+use crate::value::text_value;
 
-/// Trimmed, 1-50 chars of letters, digits, space, `_` and `-`; unique ignoring case.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RoomName(String);
+text_value!(
+    /// Trimmed, 1-50 chars of letters, digits, space, `_` and `-`; unique ignoring case.
+    RoomName
+);
 
 impl RoomName {
+    /// The longest value allowed, in characters.
     pub const MAX_LEN: usize = 50;
 
+    /// The value, if `raw` keeps the rules above; otherwise which rule it breaks.
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let value = raw.trim();
         let len = value.chars().count();
@@ -31,30 +33,10 @@ impl RoomName {
         Ok(Self(value.to_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// The form uniqueness and prefix search are checked on (full Unicode lower case, so that the
     /// rule holds the same on every database).
     pub fn key(&self) -> String {
         name_key(&self.0)
-    }
-
-    pub fn from_trusted(value: String) -> Self {
-        Self(value)
-    }
-}
-
-impl AsRef<str> for RoomName {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for RoomName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

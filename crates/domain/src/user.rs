@@ -1,20 +1,22 @@
 //! Users: the values a registration is made of, the user itself and the port that stores them.
 
-use std::fmt;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::error::{DomainResult, Field, ValidationError};
 use crate::id::UserId;
+use crate::value::text_value;
 
-/// An email address: at most 254 chars, stored and compared in lower case.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Email(String);
+text_value!(
+    /// An email address: at most 254 chars, stored and compared in lower case.
+    Email
+);
 
 impl Email {
+    /// The longest value allowed, in characters.
     pub const MAX_LEN: usize = 254;
 
+    /// The value, if `raw` keeps the rules above; otherwise which rule it breaks.
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let invalid = |why: &str| ValidationError::new(Field::Email, why);
         let value = raw.trim();
@@ -50,28 +52,15 @@ impl Email {
         }
         Ok(Self(value.to_lowercase()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Rebuilds a value read back from storage, where it was validated on the way in.
-    pub fn from_trusted(value: String) -> Self {
-        Self(value)
-    }
 }
 
-impl AsRef<str> for Email {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-/// 3-20 chars of `[A-Za-z0-9_]`; the case is kept, uniqueness ignores it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Username(String);
+text_value!(
+    /// 3-20 chars of `[A-Za-z0-9_]`; the case is kept, uniqueness ignores it.
+    Username
+);
 
 impl Username {
+    /// The value, if `raw` keeps the rules above; otherwise which rule it breaks.
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let len = raw.chars().count();
         if !(3..=20).contains(&len) {
@@ -86,37 +75,19 @@ impl Username {
         Ok(Self(raw.to_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// The form uniqueness is checked on.
     pub fn key(&self) -> String {
         self.0.to_ascii_lowercase()
     }
-
-    pub fn from_trusted(value: String) -> Self {
-        Self(value)
-    }
 }
 
-impl AsRef<str> for Username {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Username {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A plain-text password that passed the strength rules. Never printed.
-#[derive(Clone)]
-pub struct Password(String);
+text_value!(secret
+    /// A plain-text password that passed the strength rules. Never printed.
+    Password
+);
 
 impl Password {
+    /// The value, if `raw` keeps the rules above; otherwise which rule it breaks.
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
         let len = raw.chars().count();
         if !(8..=128).contains(&len) {
@@ -143,34 +114,26 @@ impl Password {
         Ok(Self(raw.to_owned()))
     }
 
+    /// The password as typed, for the hasher alone.
     pub fn expose(&self) -> &str {
         &self.0
     }
 }
 
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(***)")
-    }
-}
-
-/// A password hash in PHC string format.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PasswordHash(String);
+text_value!(secret
+    /// A password hash in PHC string format. Not printed either.
+    PasswordHash
+);
 
 impl PasswordHash {
+    /// Wraps a PHC string from the hasher or from storage.
     pub fn new(phc: String) -> Self {
         Self(phc)
     }
 
+    /// The PHC string, for storage and for checking a password against it.
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-impl fmt::Debug for PasswordHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PasswordHash(***)")
     }
 }
 
@@ -272,5 +235,6 @@ mod tests {
         assert!(Password::parse("Password").is_err(), "no digit");
         assert!(Password::parse(&format!("Aa1{}", "x".repeat(126))).is_err(), "too long");
         assert_eq!(format!("{:?}", Password::parse("Passw0rd").expect("valid")), "Password(***)");
+        assert_eq!(format!("{:?}", PasswordHash::new("$argon2id$secret".into())), "PasswordHash(***)");
     }
 }
