@@ -5,8 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use convo_domain::{Event, EventBus, EventReceiver, RoomId, SessionId, Topic, UserId, UserRef, Username};
-use tokio::sync::broadcast::error::TryRecvError;
+use convo_domain::{Event, EventBus, RoomId, SessionId, Subscription, Topic, UserId, UserRef, Username};
 use tokio::time::timeout;
 
 use crate::fixture::{Case, message};
@@ -19,7 +18,7 @@ pub fn cases<B: EventBus + ?Sized + 'static>() -> Vec<Case<B>> {
     crate::event_bus_contract! { @bodies cases }
 }
 
-async fn subscribe<B: EventBus + ?Sized>(bus: &B, topic: Topic) -> EventReceiver {
+async fn subscribe<B: EventBus + ?Sized>(bus: &B, topic: Topic) -> Subscription {
     bus.subscribe(topic).await.expect("subscribe")
 }
 
@@ -27,7 +26,7 @@ async fn publish<B: EventBus + ?Sized>(bus: &B, event: &Event) {
     bus.publish(event.clone()).await.expect("publish");
 }
 
-async fn next(receiver: &mut EventReceiver) -> Event {
+async fn next(receiver: &mut Subscription) -> Event {
     match timeout(DELIVERY, receiver.recv()).await {
         Ok(Ok(event)) => event,
         Ok(Err(error)) => panic!("receiving failed: {error}"),
@@ -36,9 +35,9 @@ async fn next(receiver: &mut EventReceiver) -> Event {
 }
 
 /// Nothing more has arrived (checked after a later event came, so nothing is in flight).
-fn assert_drained(receiver: &mut EventReceiver) {
+fn assert_drained(receiver: &mut Subscription) {
     match receiver.try_recv() {
-        Err(TryRecvError::Empty) => {}
+        Ok(None) => {}
         other => panic!("expected no further event, got {other:?}"),
     }
 }

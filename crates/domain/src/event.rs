@@ -65,14 +65,57 @@ impl Event {
     }
 }
 
-/// A live feed of one topic; dropping it unsubscribes. A receiver that falls more than the
-/// channel's capacity behind gets `RecvError::Lagged` and should resynchronise.
-pub type EventReceiver = broadcast::Receiver<Event>;
+/// Why a [`Subscription`] has no event to give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubscriptionError {
+    /// The subscriber fell behind and this many events were lost to it: it should resynchronise
+    /// (read what it missed from storage), then carry on.
+    #[error("fell {0} events behind")]
+    Lagged(u64),
+    /// The feed ended; no event will come any more.
+    #[error("the feed ended")]
+    Closed,
+}
+
+/// A live feed of one topic; dropping it unsubscribes. A subscriber that falls more than the
+/// bus's buffer behind gets [`SubscriptionError::Lagged`] and should resynchronise.
+///
+/// Adapters feed it from an in-process broadcast channel (the one the bus fans out on), so
+/// receiving costs what the channel costs: no boxing, no allocation per event.
+#[derive(Debug)]
+pub struct Subscription {
+    events: broadcast::Receiver<Event>,
+}
+
+impl Subscription {
+    /// A subscription fed by an adapter's broadcast channel.
+    pub fn new(events: broadcast::Receiver<Event>) -> Self {
+        Self { events }
+    }
+
+    /// The next event, waiting for it.
+    pub async fn recv(&mut self) -> Result<Event, SubscriptionError> {
+        self.events.recv().await.map_err(|error| match error {
+            broadcast::error::RecvError::Lagged(missed) => SubscriptionError::Lagged(missed),
+            broadcast::error::RecvError::Closed => SubscriptionError::Closed,
+        })
+    }
+
+    /// The next event if one has arrived, `Ok(None)` if none has yet.
+    pub fn try_recv(&mut self) -> Result<Option<Event>, SubscriptionError> {
+        match self.events.try_recv() {
+            Ok(event) => Ok(Some(event)),
+            Err(broadcast::error::TryRecvError::Empty) => Ok(None),
+            Err(broadcast::error::TryRecvError::Lagged(missed)) => Err(SubscriptionError::Lagged(missed)),
+            Err(broadcast::error::TryRecvError::Closed) => Err(SubscriptionError::Closed),
+        }
+    }
+}
 
 /// Delivers events to subscribers on every instance.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait EventBus: Send + Sync {
     async fn publish(&self, event: Event) -> DomainResult<()>;
-    async fn subscribe(&self, topic: Topic) -> DomainResult<EventReceiver>;
+    async fn subscribe(&self, topic: Topic) -> DomainResult<Subscription>;
 }

@@ -48,7 +48,7 @@ pub use auth::{
 pub use chat::{ChatPorts, ChatService, ChatUseCases, MAX_RESUMED_MESSAGES, Resumption, RoomRef};
 pub use clock::{Clock, SystemClock};
 pub use error::{BoxError, DomainError, DomainResult, Field, ValidationError};
-pub use event::{Event, EventBus, EventReceiver, Topic};
+pub use event::{Event, EventBus, Subscription, SubscriptionError, Topic};
 pub use health::Probe;
 pub use id::{MessageId, RoomId, SessionId, UserId};
 pub use message::{

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use convo_domain::{DomainResult, Event, EventBus, EventReceiver, Topic};
+use convo_domain::{DomainResult, Event, EventBus, Subscription, Topic};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -90,7 +90,7 @@ impl EventBus for InMemoryEventBus {
         Ok(())
     }
 
-    async fn subscribe(&self, topic: Topic) -> DomainResult<EventReceiver> {
+    async fn subscribe(&self, topic: Topic) -> DomainResult<Subscription> {
         let mut shard = self.shards.of(&topic);
         shard.sweep_if_due(Instant::now());
         let capacity = match topic {
@@ -98,7 +98,7 @@ impl EventBus for InMemoryEventBus {
             Topic::User(_) => Self::USER_TOPIC_CAPACITY.min(self.capacity),
         };
         let sender = shard.channels.entry(topic).or_insert_with(|| broadcast::channel(capacity).0);
-        Ok(sender.subscribe())
+        Ok(Subscription::new(sender.subscribe()))
     }
 }
 
@@ -152,7 +152,7 @@ mod tests {
             let event =
                 Event::MessageDeleted { room_id: *room, message_id: convo_domain::MessageId::generate() };
             bus.publish(event.clone()).await.expect("publish");
-            assert_eq!(receiver.try_recv().expect("channels with receivers survive sweeps"), event);
+            assert_eq!(receiver.try_recv().expect("channels with receivers survive sweeps"), Some(event));
         }
     }
 
@@ -164,6 +164,6 @@ mod tests {
         for _ in 0..10 {
             bus.publish(revoked(user)).await.expect("publish");
         }
-        assert!(matches!(receiver.recv().await, Err(broadcast::error::RecvError::Lagged(6))));
+        assert_eq!(receiver.recv().await, Err(convo_domain::SubscriptionError::Lagged(6)));
     }
 }

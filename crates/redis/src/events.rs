@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use convo_domain::{DomainError, DomainResult, Event, EventBus, EventReceiver, OutageLog, Topic, lock};
+use convo_domain::{DomainError, DomainResult, Event, EventBus, OutageLog, Subscription, Topic, lock};
 use fred::clients::SubscriberClient;
 use fred::prelude::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::Message as RedisMessage;
@@ -270,7 +270,7 @@ impl EventBus for RedisEventBus {
         Ok(())
     }
 
-    async fn subscribe(&self, topic: Topic) -> DomainResult<EventReceiver> {
+    async fn subscribe(&self, topic: Topic) -> DomainResult<Subscription> {
         let shared = &self.shared;
         let channel = shared.redis.keys().channel(topic);
         let (receiver, armed, fence, created) = {
@@ -279,7 +279,7 @@ impl EventBus for RedisEventBus {
                 Some(state) if state.sender.receiver_count() > 0 => {
                     let receiver = state.sender.subscribe();
                     if state.armed {
-                        return Ok(receiver);
+                        return Ok(Subscription::new(receiver));
                     }
                     let (waiter, armed) = oneshot::channel();
                     state.waiters.push(waiter);
@@ -330,14 +330,14 @@ impl EventBus for RedisEventBus {
                 }
                 let retry = (tokio::time::Instant::now() + FENCE_RETRY).min(deadline);
                 match tokio::time::timeout_at(retry, &mut armed).await {
-                    Ok(Ok(())) => return Ok(receiver),
+                    Ok(Ok(())) => return Ok(Subscription::new(receiver)),
                     Ok(Err(_)) => break,
                     Err(_) if tokio::time::Instant::now() >= deadline => break,
                     Err(_) => {}
                 }
             }
         } else if let Ok(Ok(())) = tokio::time::timeout_at(deadline, armed).await {
-            return Ok(receiver);
+            return Ok(Subscription::new(receiver));
         }
         shared.forget(&channel, fence);
         Err(DomainError::unavailable(WHAT, "the subscription was not confirmed in time"))

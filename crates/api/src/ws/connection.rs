@@ -12,7 +12,6 @@ use convo_domain::{
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use poem::web::websocket::{CloseCode, Message, WebSocketStream};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, interval_at};
 
@@ -190,12 +189,12 @@ impl Connection {
                         return;
                     }
                     Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => {
+                    Err(convo_domain::SubscriptionError::Lagged(_)) => {
                         if !self.session_alive().await {
                             return;
                         }
                     }
-                    Err(RecvError::Closed) => user_events = None,
+                    Err(convo_domain::SubscriptionError::Closed) => user_events = None,
                 },
                 _ = heartbeat.tick() => {
                     let silent = last_heard.elapsed();
@@ -431,7 +430,9 @@ impl Connection {
 /// The connection overflowed or closed while handling a frame.
 struct Stop;
 
-async fn next_event(events: &mut Option<convo_domain::EventReceiver>) -> Result<Event, RecvError> {
+async fn next_event(
+    events: &mut Option<convo_domain::Subscription>,
+) -> Result<Event, convo_domain::SubscriptionError> {
     match events {
         Some(events) => events.recv().await,
         None => std::future::pending().await,

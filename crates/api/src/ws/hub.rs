@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use convo_domain::{ChatService, DomainResult, Event, Message, RoomId, Topic, UserId, lock};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -382,7 +381,7 @@ impl Hub {
 }
 
 /// Follows one room's events while it has local subscribers, putting new messages in seq order.
-async fn pump(hub: Hub, room: RoomId, mut events: convo_domain::EventReceiver, mut next_seq: i64) {
+async fn pump(hub: Hub, room: RoomId, mut events: convo_domain::Subscription, mut next_seq: i64) {
     let mut early: BTreeMap<i64, Message> = BTreeMap::new();
     loop {
         let received = if early.is_empty() {
@@ -409,12 +408,12 @@ async fn pump(hub: Hub, room: RoomId, mut events: convo_domain::EventReceiver, m
                 }
             }
             Ok(event) => hub.dispatch(room, &event),
-            Err(RecvError::Lagged(missed)) => {
+            Err(convo_domain::SubscriptionError::Lagged(missed)) => {
                 tracing::warn!(%room, missed, "room feed lagged; reading missed messages from storage");
                 fill_gap(&hub, room, &mut next_seq, i64::MAX).await;
                 drain(&hub, room, &mut early, &mut next_seq);
             }
-            Err(RecvError::Closed) => break,
+            Err(convo_domain::SubscriptionError::Closed) => break,
         }
     }
     hub.abandon(room);

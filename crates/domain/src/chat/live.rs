@@ -6,7 +6,7 @@
 
 use super::ChatUseCases;
 use crate::error::DomainResult;
-use crate::event::{Event, EventReceiver, Topic};
+use crate::event::{Event, Subscription, Topic};
 use crate::id::{RoomId, UserId};
 use crate::message::{HistoryQuery, Message, RECENT_MESSAGES};
 use crate::user::UserRef;
@@ -81,7 +81,7 @@ impl ChatUseCases {
         Ok(messages)
     }
 
-    pub(super) async fn subscribe(&self, topic: Topic) -> DomainResult<EventReceiver> {
+    pub(super) async fn subscribe(&self, topic: Topic) -> DomainResult<Subscription> {
         self.ports.events.subscribe(topic).await
     }
 

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 use crate::clock::Clock;
 use crate::error::{DomainError, DomainResult};
-use crate::event::{Event, EventBus, EventReceiver, Topic};
+use crate::event::{Event, EventBus, Subscription, Topic};
 use crate::id::{MessageId, RoomId, UserId};
 use crate::message::{
     ClientMessageId, HistoryPage, HistoryQuery, Message, MessageCache, MessageContent, MessageRepository,
@@ -112,7 +112,7 @@ pub trait ChatService: Send + Sync {
 
     /// The live events of a room or of a user, for a gateway that has already checked the
     /// caller may see them.
-    async fn subscribe(&self, topic: Topic) -> DomainResult<EventReceiver>;
+    async fn subscribe(&self, topic: Topic) -> DomainResult<Subscription>;
 
     /// The seq of the room's latest message (0 before the first).
     async fn last_seq(&self, room: RoomId) -> DomainResult<i64>;
@@ -248,7 +248,7 @@ impl ChatService for ChatUseCases {
         ChatUseCases::messages_between(self, room, after, before).await
     }
 
-    async fn subscribe(&self, topic: Topic) -> DomainResult<EventReceiver> {
+    async fn subscribe(&self, topic: Topic) -> DomainResult<Subscription> {
         ChatUseCases::subscribe(self, topic).await
     }
 
