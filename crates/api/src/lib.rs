@@ -8,6 +8,11 @@
 //!
 //! Every error of every route leaves through one place, the [`edge`] middleware, as RFC 9457
 //! problem details with a stable `code` and the request's `x-request-id`.
+//!
+//! This crate owns the wire: the stable error codes ([`ErrorCode`], each domain error mapped to
+//! its code and status once, in [`problem`], for REST and WebSocket frames alike), the names
+//! requests give the inputs the domain validates ([`field`]), and the JSON shapes of both
+//! transports.
 
 pub mod auth;
 pub mod edge;

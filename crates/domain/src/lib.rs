@@ -9,9 +9,12 @@
 //!   crates implement: storage, sessions, rate limits, the message cache, events, presence,
 //!   password hashing and tokens.
 //!
-//! Nothing here knows HTTP, SQL or Redis. Validation happens once, at the edge, by parsing raw
-//! input into value types (`Email::parse`, `RoomName::parse`, ...) that cannot hold a bad value;
-//! every refusal is a [`DomainError`] whose variant is one of the API's stable error codes.
+//! Nothing here knows HTTP, SQL or Redis, nor any wire format: no serde, no JWT claims, no JSON
+//! field names, no transport. Validation happens once, at the edge, by parsing raw input into
+//! value types (`Email::parse`, `RoomName::parse`, ...) that cannot hold a bad value; every
+//! refusal is a [`DomainError`] whose variant stands for one of the API's stable error codes (the
+//! api crate spells them), a failed validation naming the input as a [`Field`]. Ports speak
+//! domain types: a token carries an [`AccessGrant`], events arrive through a [`Subscription`].
 //!
 //! Decorators that only compose ports live here too, so that any service built on the domain
 //! can reuse them: [`FallbackRateLimiter`] answers from a second limiter while the first cannot.

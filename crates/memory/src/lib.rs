@@ -6,6 +6,9 @@
 //! adapters must pass run against them, and every map is bounded, because expired sessions,
 //! closed rate windows, idle rooms and abandoned event channels are dropped as they pile up.
 //!
+//! Events fan out on a tokio broadcast channel per topic, handed to subscribers as the domain's
+//! `Subscription`.
+//!
 //! State is split into shards, each behind a std `Mutex` that is held for a few map operations
 //! and never across an await, and each swept of its dead entries on one shared schedule.
 

@@ -9,7 +9,8 @@
 //! every command and reconnection with exponential backoff, plus one subscriber connection per
 //! [`RedisEventBus`]. Every key starts with the configured prefix (`REDIS_KEY_PREFIX`); every
 //! script touches the keys of one hash tag only, so the same code runs on a cluster. The key
-//! layout is described in [`keys`].
+//! layout is described in [`keys`]. The domain's types carry no serialisation: what is stored
+//! and published is this crate's own JSON, ids as plain UUIDs.
 //!
 //! While Redis cannot be reached, each adapter fails in the way the README's failure policy
 //! describes: sessions and tickets refuse with `Unavailable` (fail closed), the rate limiter
