@@ -2,16 +2,25 @@
 # `make test` runs every test against SQLite and the local PostgreSQL.
 CARGO ?= cargo
 
-.PHONY: run test bench services openapi fmt lint build clean
+.PHONY: run test example docs bench services openapi fmt lint build clean
 
 ## Build in release mode and serve on the embedded default (migrations are applied at start-up).
 run:
 	$(CARGO) build --release --locked --bin convo
 	./target/release/convo serve
 
-## Run the whole test suite (starts PostgreSQL and Redis here if they are down).
-test: services
+## Run the domain crate's example service, then the whole test suite (starts PostgreSQL and Redis
+## here if they are down).
+test: services example
 	$(CARGO) test --workspace --all-targets --locked
+
+## The domain reused alone: a moderation bot over in-memory ports of its own.
+example:
+	$(CARGO) run --locked -p convo-domain --example moderation_bot
+
+## The domain crate's API documentation, which must build without a warning.
+docs:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked -p convo-domain --no-deps
 
 ## Measure (release builds): REST sends and history reads with 64 connections on SQLite and
 ## PostgreSQL; WebSocket fan-out to 1000 subscribers; server memory per idle WebSocket.
@@ -32,7 +41,7 @@ openapi:
 fmt:
 	$(CARGO) fmt --all
 
-lint:
+lint: docs
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
