@@ -1,25 +1,83 @@
 //! # Convo's domain
 //!
-//! The centre of the hexagon: users, rooms and messages, the rules that make a value valid, and
-//! the ports, all async traits used as `Arc<dyn Port>`:
+//! The centre of Convo's hexagon: users, rooms and messages, the rules that make a value valid,
+//! the use cases, and the ports (async traits, used as `Arc<dyn Port>`) through which the use
+//! cases reach the outside world. Nothing here knows HTTP, SQL or Redis, so another service can
+//! embed the same rules over storage of its own: `examples/moderation_bot.rs` does exactly that
+//! (`cargo run -p convo-domain --example moderation_bot`).
 //!
-//! - the inbound ports, the use cases the api crate calls: [`AuthService`] and [`ChatService`],
-//!   implemented here by [`AuthUseCases`] and [`ChatUseCases`];
-//! - the outbound ports those use cases need ([`AuthPorts`], [`ChatPorts`]), which the adapter
-//!   crates implement: storage, sessions, rate limits, the message cache, events, presence,
-//!   password hashing and tokens.
+//! ## The use cases (inbound ports)
 //!
-//! Nothing here knows HTTP, SQL or Redis, nor any wire format: no serde, no JWT claims, no JSON
-//! field names, no transport. Validation happens once, at the edge, by parsing raw input into
-//! value types (`Email::parse`, `RoomName::parse`, ...) that cannot hold a bad value; every
-//! refusal is a [`DomainError`] whose variant stands for one of the API's stable error codes (the
-//! api crate spells them), a failed validation naming the input as a [`Field`]. Ports speak
-//! domain types: a token carries an [`AccessGrant`], events arrive through a [`Subscription`].
+//! - [`AuthService`]: register, log in, check a token or a session, issue and redeem the
+//!   single-use tickets that open a live connection, log out (one session or all).
+//! - [`ChatService`]: create, find, join and leave rooms and list their members; send, page,
+//!   edit and delete messages; and the live side of a room: resume a stream after a seq,
+//!   subscribe to its events, typing and presence.
 //!
-//! Decorators that only compose ports live here too, so that any service built on the domain
-//! can reuse them: [`FallbackRateLimiter`] answers from a second limiter while the first cannot.
-//! So do the few pieces every side of the hexagon shares: [`OutageLog`] (an outage logged once),
-//! [`lock`] (a std mutex that survives a poisoning panic) and [`redact_url`] (URLs fit for logs).
+//! [`AuthUseCases`] and [`ChatUseCases`] implement them over the outbound ports gathered in
+//! [`AuthPorts`] and [`ChatPorts`]. Callers (Convo's REST and WebSocket api, or your own service)
+//! depend on the traits, so a test of a caller needs one mock per service.
+//!
+//! ## The ports to implement (outbound ports)
+//!
+//! | port | what it keeps or does |
+//! |---|---|
+//! | [`UserRepository`], [`RoomRepository`], [`MessageRepository`] | durable storage of users, rooms with memberships, and messages |
+//! | [`MessageCache`] | the latest [`RECENT_MESSAGES`] of busy rooms, so opening a room skips storage |
+//! | [`SessionStore`], [`TicketStore`] | server-side sessions that slide, and single-use connect tickets |
+//! | [`TokenCodec`], [`PasswordHasher`] | signed access tokens and slow password hashes |
+//! | [`RateLimiter`] | fixed-window budgets per key (sends, failed logins) |
+//! | [`EventBus`], [`Presence`] | live events for every instance, and who has a live connection |
+//! | [`Clock`], [`Probe`] | the time, and readiness of each dependency |
+//!
+//! ## Invariants an adapter must keep
+//!
+//! - **Seqs are gap-free and unique per room.** [`MessageRepository::insert`] gives the n-th
+//!   message stored in a room seq n, also under concurrent senders on several instances; a
+//!   deleted message is left out of every read and its seq is never reused.
+//! - **Sends are idempotent.** A second insert with the same (author, [`ClientMessageId`])
+//!   stores nothing and returns the first message with `created: false`, also when the two race.
+//! - **Names are unique ignoring case**: emails, usernames ([`Username::key`]) and room names
+//!   ([`RoomName::key`]); a clash is [`DomainError::EmailTaken`], `UsernameTaken` or
+//!   `RoomNameTaken`, never a generic failure.
+//! - **The cache never lies.** A read never shows a deleted message or an old edit, and never
+//!   misses a message whose send was acknowledged; a fill offered with a stale [`FillTicket`] is
+//!   refused.
+//! - **Sessions slide and tickets are spent once**: a touch extends a session to its ttl; a
+//!   ticket redeems at most once and only within its ttl.
+//! - **Failures are domain errors.** An unreachable dependency is [`DomainError::Unavailable`]
+//!   (the caller may retry), anything unexpected [`DomainError::Internal`]; an adapter never
+//!   panics on what a client or the environment controls.
+//!
+//! ## Proving a new adapter
+//!
+//! The crate `convo-contract` holds each port's contract as test bodies written once, and a
+//! macro per port that runs every body as its own test against a fresh adapter, the same
+//! assertions Convo's own SQL, in-process and Redis adapters pass. In a test file of your
+//! adapter's crate (with `convo-contract` and tokio as dev-dependencies):
+//!
+//! ```text
+//! mod session_store {
+//!     convo_contract::session_store_contract!(async { std::sync::Arc::new(MySessionStore::new()) });
+//! }
+//! mod storage {
+//!     // one type implementing the three storage ports (`convo_contract::Storage`)
+//!     convo_contract::storage_contract!(async { std::sync::Arc::new(MyStore::connect().await) });
+//! }
+//! ```
+//!
+//! ## Shared pieces
+//!
+//! No wire format lives here: no serde, no JWT claims, no JSON field names, no transport. Ports
+//! speak domain types (a token carries an [`AccessGrant`], events arrive through a
+//! [`Subscription`]). Validation happens once, at the edge, by parsing raw input into value
+//! types ([`Email::parse`], [`RoomName::parse`], ...) that cannot hold a bad value; every
+//! refusal is a [`DomainError`] whose variant stands for one of the API's stable error codes
+//! (the api crate spells them), a failed validation naming the input as a [`Field`]. Decorators that only
+//! compose ports live here too, so any service built on the domain can reuse them:
+//! [`FallbackRateLimiter`] answers from a second limiter while the first cannot. So do the few
+//! pieces every side of the hexagon shares: [`OutageLog`] (an outage logged once), [`lock`] (a
+//! std mutex that survives a poisoning panic) and [`redact_url`] (URLs fit for logs).
 //!
 //! With the `mocks` feature, every port, inbound or outbound, has a mockall mock
 //! (`auth::MockAuthService`, `chat::MockChatService`, `user::MockUserRepository`, ...); with the
