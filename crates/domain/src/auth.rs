@@ -44,10 +44,14 @@ impl Default for AuthSettings {
 /// A fresh session and the token that names it.
 #[derive(Debug, Clone)]
 pub struct IssuedToken {
+    /// The signed bearer token the client sends back; it names `session_id` and stops being
+    /// accepted when the session ends or at its own expiry, whichever comes first.
     pub access_token: String,
     /// How long the session lasts without activity.
     pub expires_in: Duration,
+    /// The session just opened.
     pub session_id: SessionId,
+    /// Who the session belongs to.
     pub user: User,
 }
 
@@ -57,20 +61,30 @@ pub const CONNECT_TICKET_TTL: Duration = Duration::from_secs(30);
 /// A single-use ticket that opens one live connection as the principal it was issued to.
 #[derive(Debug, Clone)]
 pub struct ConnectTicket {
+    /// The opaque, URL-safe secret to present when connecting (244 random bits).
     pub ticket: String,
+    /// How long the ticket stays redeemable ([`CONNECT_TICKET_TTL`]).
     pub expires_in: Duration,
 }
 
 /// The ports authentication needs.
 #[derive(Clone)]
 pub struct AuthPorts {
+    /// Where accounts are stored and looked up by email.
     pub users: Arc<dyn UserRepository>,
+    /// Hashes new passwords and checks a login's against the stored hash.
     pub hasher: Arc<dyn PasswordHasher>,
+    /// The server-side sessions that tokens name; ending one revokes its token.
     pub sessions: Arc<dyn SessionStore>,
+    /// The single-use connect tickets.
     pub tickets: Arc<dyn TicketStore>,
+    /// Signs access tokens and checks the ones presented.
     pub tokens: Arc<dyn TokenCodec>,
+    /// Counts failed logins per email and per client address.
     pub limiter: Arc<dyn RateLimiter>,
+    /// Announces revoked sessions, so live connections on every instance close.
     pub events: Arc<dyn EventBus>,
+    /// The time sessions and tokens are stamped with.
     pub clock: Arc<dyn Clock>,
 }
 

@@ -2,8 +2,10 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 
+/// Where the use cases read the time; a test fixes it to a known instant.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait Clock: Send + Sync {
+    /// The current instant, in UTC.
     fn now(&self) -> DateTime<Utc>;
 }
 

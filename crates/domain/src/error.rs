@@ -39,6 +39,7 @@ pub enum Field {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field:?}: {message}")]
 pub struct ValidationError {
+    /// The input that was refused.
     pub field: Field,
     /// What is wrong with the value, for people: "must be 3-20 characters".
     pub message: String,
@@ -54,34 +55,56 @@ impl ValidationError {
 /// Everything a use case can refuse, plus the failures of the outside world.
 #[derive(Debug, thiserror::Error)]
 pub enum DomainError {
+    /// An input broke a validation rule.
     #[error(transparent)]
     Validation(#[from] ValidationError),
+    /// No token or ticket, a forged or expired one, or its session has ended.
     #[error("missing, invalid or expired credentials")]
     Unauthenticated,
+    /// A login whose email is unknown or whose password is wrong; which of the two is not said.
     #[error("invalid email or password")]
     InvalidCredentials,
+    /// Too many failed logins for this email or client address; even a right password is
+    /// refused until the window ends.
     #[error("too many failed attempts")]
-    TooManyAttempts { retry_after: Duration },
+    TooManyAttempts {
+        /// How long to wait before the next attempt can succeed.
+        retry_after: Duration,
+    },
+    /// The author has spent their budget of messages for the current window.
     #[error("too many messages")]
-    RateLimited { retry_after: Duration },
+    RateLimited {
+        /// How long to wait before the next message is accepted.
+        retry_after: Duration,
+    },
+    /// Another user registered with this email (compared ignoring case).
     #[error("email is already registered")]
     EmailTaken,
+    /// Another user has this username (compared ignoring case).
     #[error("username is already taken")]
     UsernameTaken,
+    /// Another room has this name (compared ignoring case).
     #[error("room name is already taken")]
     RoomNameTaken,
+    /// The room exists but the user has not joined it.
     #[error("not a member of this room")]
     NotAMember,
+    /// The message is someone else's: only its author may edit it, and only its author or the
+    /// room's owner may delete it.
     #[error("only the author may change this message")]
     NotTheAuthor,
+    /// No room has this id or name.
     #[error("room not found")]
     RoomNotFound,
+    /// No message has this id, or it was deleted.
     #[error("message not found")]
     MessageNotFound,
     /// A dependency (database, cache, session store) is unreachable; the caller may retry.
     #[error("{what} is unavailable")]
     Unavailable {
+        /// The dependency, named for the log: `database`, `cache`, `rate limiter`...
         what: &'static str,
+        /// The adapter's own error, for the log.
         #[source]
         source: BoxError,
     },
@@ -90,6 +113,7 @@ pub enum DomainError {
     Internal(#[source] BoxError),
 }
 
+/// Any error an adapter wraps, kept as the source of a [`DomainError`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 impl DomainError {
@@ -112,4 +136,5 @@ impl DomainError {
     }
 }
 
+/// The result of every use case and port.
 pub type DomainResult<T> = Result<T, DomainError>;

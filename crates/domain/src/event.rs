@@ -12,34 +12,52 @@ use crate::user::UserRef;
 /// Something that happened, for live subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// A message was stored, with the seq it was given.
     MessageCreated(Message),
+    /// A message's content was replaced; it carries the new content and `edited_at`.
     MessageEdited(Message),
+    /// A message was deleted; its seq stays unused.
     MessageDeleted {
+        /// The room the message was in.
         room_id: RoomId,
+        /// The message that is gone.
         message_id: MessageId,
     },
+    /// A user joined the room.
     MemberJoined {
+        /// The room joined.
         room_id: RoomId,
+        /// Who joined.
         user: UserRef,
     },
+    /// A user left the room.
     MemberLeft {
+        /// The room left.
         room_id: RoomId,
+        /// Who left.
         user: UserRef,
     },
     /// A user is typing in the room; nothing is stored.
     Typing {
+        /// The room typed in.
         room_id: RoomId,
+        /// Who is typing.
         user: UserRef,
     },
     /// A user's first connection opened (`online`) or last one closed, told to each room of theirs.
     Presence {
+        /// One room the user belongs to.
         room_id: RoomId,
+        /// Whose presence changed.
         user: UserRef,
+        /// `true` when the user came online, `false` when their last connection closed.
         online: bool,
     },
     /// These sessions ended (logout, logout-all): their connections must close.
     SessionsRevoked {
+        /// Whose sessions ended.
         user_id: UserId,
+        /// The sessions that ended; their tokens are no longer accepted.
         sessions: Vec<SessionId>,
     },
 }
@@ -47,11 +65,14 @@ pub enum Event {
 /// Where an event is delivered: the subscribers of a room, or the connections of a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Topic {
+    /// Everything that happens in one room, for its members' connections.
     Room(RoomId),
+    /// What concerns one user's own connections (their sessions being revoked).
     User(UserId),
 }
 
 impl Event {
+    /// The topic the event is delivered on: its room's, or for revoked sessions its user's.
     pub fn topic(&self) -> Topic {
         match self {
             Self::MessageCreated(message) | Self::MessageEdited(message) => Topic::Room(message.room_id),
@@ -116,6 +137,9 @@ impl Subscription {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait EventBus: Send + Sync {
+    /// Delivers the event to every current subscriber of its [`Event::topic`], on every
+    /// instance, without waiting for them; a topic nobody subscribes to drops it.
     async fn publish(&self, event: Event) -> DomainResult<()>;
+    /// A feed of the events published on `topic` from now on.
     async fn subscribe(&self, topic: Topic) -> DomainResult<Subscription>;
 }

@@ -10,5 +10,9 @@ use crate::error::DomainResult;
 pub trait Probe: Send + Sync {
     /// What `/ready` calls it: `database`, `cache`.
     fn name(&self) -> &'static str;
+    /// `Ok` when the dependency answers now; an error (usually [`DomainError::Unavailable`])
+    /// when it does not.
+    ///
+    /// [`DomainError::Unavailable`]: crate::DomainError::Unavailable
     async fn check(&self) -> DomainResult<()>;
 }

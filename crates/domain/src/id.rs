@@ -17,10 +17,12 @@ macro_rules! id_type {
                 Self(Uuid::now_v7())
             }
 
+            /// The id this uuid stands for, as read back from storage or a request.
             pub const fn from_uuid(uuid: Uuid) -> Self {
                 Self(uuid)
             }
 
+            /// The uuid behind the id, for storing or sending it.
             pub const fn as_uuid(&self) -> Uuid {
                 self.0
             }

@@ -83,6 +83,8 @@
 //! (`auth::MockAuthService`, `chat::MockChatService`, `user::MockUserRepository`, ...); with the
 //! `testing` feature, `testing` holds what the adapters' test support shares.
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod chat;
 pub mod clock;

@@ -58,24 +58,38 @@ impl ClientMessageId {
 /// A stored message. `seq` is its position in the room: the n-th message stored has seq n.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// The message's own id, stable across edits.
     pub id: MessageId,
+    /// The room it was posted in.
     pub room_id: RoomId,
+    /// Its position in the room, from 1: the n-th message stored has seq n.
     pub seq: i64,
+    /// Who wrote it.
     pub author: UserRef,
+    /// The text, as last edited.
     pub content: MessageContent,
+    /// When it was stored.
     pub created_at: DateTime<Utc>,
+    /// When it was last edited; `None` if never.
     pub edited_at: Option<DateTime<Utc>>,
+    /// The key its author's client sent it with, if any.
     pub client_message_id: Option<ClientMessageId>,
 }
 
 /// A message about to be stored; storage assigns its `seq` and fills in the author's username.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
+    /// The id the message will have, chosen before storing it.
     pub id: MessageId,
+    /// The room to post in.
     pub room_id: RoomId,
+    /// Who writes it; storage refuses an author who is not a member.
     pub author_id: UserId,
+    /// The text.
     pub content: MessageContent,
+    /// The author's key for retrying the send; a second insert with it returns the first message.
     pub client_message_id: Option<ClientMessageId>,
+    /// When it was sent.
     pub created_at: DateTime<Utc>,
 }
 
@@ -83,7 +97,9 @@ pub struct NewMessage {
 /// already named a message, which is returned instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posted {
+    /// The message as stored: the new one, or the one stored earlier under the same key.
     pub message: Message,
+    /// `true` if this insert stored the message, `false` if it was already there.
     pub created: bool,
 }
 
@@ -92,14 +108,20 @@ pub struct Posted {
 /// `before` (paging back). Both cursors together bound the range on both sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryQuery {
+    /// Only messages with a seq below this one (at least 1).
     pub before: Option<i64>,
+    /// Only messages with a seq above this one (at least 0).
     pub after: Option<i64>,
+    /// The most messages the page holds, 1-100.
     pub limit: u32,
 }
 
 impl HistoryQuery {
+    /// The page size when the request names none.
     pub const DEFAULT_LIMIT: u32 = 50;
 
+    /// The query, if the cursors are seqs in range (`before` at least 1, `after` at least 0) and
+    /// `limit`, [`Self::DEFAULT_LIMIT`] if absent, is 1-100; otherwise which rule is broken.
     pub fn parse(
         before: Option<i64>,
         after: Option<i64>,
@@ -119,6 +141,7 @@ impl HistoryQuery {
         Self { before: None, after: None, limit }
     }
 
+    /// Whether the query has no cursor, so it asks for the room's latest messages.
     pub fn is_latest(&self) -> bool {
         self.before.is_none() && self.after.is_none()
     }
@@ -127,7 +150,9 @@ impl HistoryQuery {
 /// Messages ascending by seq; `has_more` says whether more exist in the paging direction.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HistoryPage {
+    /// At most the query's `limit` messages, ascending by seq.
     pub messages: Vec<Message>,
+    /// Whether more messages exist beyond this page in the paging direction.
     pub has_more: bool,
 }
 
@@ -141,6 +166,7 @@ pub trait MessageRepository: Send + Sync {
     async fn insert(&self, message: &NewMessage) -> DomainResult<Posted>;
     /// A message that has not been deleted.
     async fn find(&self, id: MessageId) -> DomainResult<Option<Message>>;
+    /// The message the author sent with this key, if any: what a retried send answers with.
     async fn find_by_client_id(
         &self,
         author: UserId,
@@ -162,6 +188,7 @@ pub const RECENT_MESSAGES: u32 = 100;
 /// The answer of [`MessageCache::latest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CachedPage {
+    /// The cache knows the room: the page, as storage would answer it.
     Hit(HistoryPage),
     /// Read storage, then offer the result to [`MessageCache::fill`] with this ticket.
     Miss(FillTicket),
@@ -183,8 +210,11 @@ pub trait MessageCache: Send + Sync {
     /// Offers the room's latest [`RECENT_MESSAGES`] messages read from storage after a miss;
     /// `has_more` says whether older ones exist.
     async fn fill(&self, room: RoomId, page: &HistoryPage, ticket: FillTicket) -> DomainResult<()>;
+    /// Records a message storage has just committed.
     async fn message_stored(&self, message: &Message) -> DomainResult<()>;
+    /// Replaces a message with its edited version.
     async fn message_edited(&self, message: &Message) -> DomainResult<()>;
+    /// Forgets a message storage has just deleted.
     async fn message_deleted(&self, room: RoomId, id: MessageId) -> DomainResult<()>;
 }
 

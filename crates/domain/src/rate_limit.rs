@@ -12,7 +12,9 @@ use crate::outage::OutageLog;
 /// `points` per `window`; the window opens at the first point taken and closes `window` later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
+    /// How many actions one window allows; 0 refuses every one.
     pub points: u32,
+    /// How long a window lasts.
     pub window: Duration,
 }
 
@@ -27,8 +29,16 @@ impl RateLimit {
 /// Whether an action may go ahead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateDecision {
-    Allowed { remaining: u32 },
-    Limited { retry_after: Duration },
+    /// The action may go ahead.
+    Allowed {
+        /// How many more points the current window allows.
+        remaining: u32,
+    },
+    /// The budget is spent; the action must wait.
+    Limited {
+        /// How long until the window closes and the budget is whole again.
+        retry_after: Duration,
+    },
 }
 
 /// Counts points per key.

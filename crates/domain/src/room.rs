@@ -50,13 +50,19 @@ pub fn name_key(name: &str) -> String {
 pub struct DirectoryQuery {
     /// Already case-folded with [`name_key`]; empty lists every room.
     pub prefix_key: String,
+    /// The most rooms to return, 1-100.
     pub limit: u32,
 }
 
 impl DirectoryQuery {
+    /// The page size when the request names none.
     pub const DEFAULT_LIMIT: u32 = 50;
+    /// The largest page size allowed.
     pub const MAX_LIMIT: u32 = 100;
 
+    /// The query, if the prefix (leading spaces dropped; none lists every room) is at most
+    /// [`RoomName::MAX_LEN`] characters and `limit`, [`Self::DEFAULT_LIMIT`] if absent, is
+    /// 1-100; otherwise which rule is broken.
     pub fn parse(prefix: Option<&str>, limit: Option<u32>) -> Result<Self, ValidationError> {
         let prefix = prefix.unwrap_or("").trim_start();
         if prefix.chars().count() > RoomName::MAX_LEN {
@@ -78,10 +84,15 @@ pub(crate) fn parse_limit(limit: Option<u32>, default: u32) -> Result<u32, Valid
 /// A room as every caller may see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Room {
+    /// The room's id.
     pub id: RoomId,
+    /// Its name, in the case its owner gave it.
     pub name: RoomName,
+    /// Who created it; the owner may delete any message in it.
     pub owner_id: UserId,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// How many users belong to it now.
     pub member_count: u64,
     /// The seq of the latest message stored in the room; 0 before the first.
     pub last_seq: i64,
@@ -90,34 +101,48 @@ pub struct Room {
 /// One of the caller's rooms, with what their room list sorts and shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomSummary {
+    /// The room itself.
     pub room: Room,
+    /// When the caller joined it.
     pub joined_at: DateTime<Utc>,
+    /// When its latest message was sent; `None` before the first.
     pub last_message_at: Option<DateTime<Utc>>,
 }
 
 /// A member of a room; `online` comes from presence, not from storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
+    /// The member's id.
     pub user_id: UserId,
+    /// The member's name.
     pub username: Username,
+    /// When they joined the room.
     pub joined_at: DateTime<Utc>,
+    /// Whether they have a live connection right now.
     pub online: bool,
 }
 
 /// Whether a user belongs to a room, answered in one look-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Membership {
+    /// No room has this id.
     NoSuchRoom,
+    /// The room exists but the user has not joined it.
     Outsider,
+    /// The user belongs to the room.
     Member,
 }
 
 /// A room about to be created by `owner_id`, who becomes its first member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRoom {
+    /// The id the room will have, chosen before storing it.
     pub id: RoomId,
+    /// Its name; storage refuses one already in use in any case.
     pub name: RoomName,
+    /// Who creates and owns it.
     pub owner_id: UserId,
+    /// When it is created; also the owner's join time.
     pub created_at: DateTime<Utc>,
 }
 
@@ -128,11 +153,15 @@ pub trait RoomRepository: Send + Sync {
     /// Creates the room and the owner's membership in one transaction; `RoomNameTaken` when the
     /// name is in use in any case.
     async fn create(&self, room: &NewRoom) -> DomainResult<Room>;
+    /// The room with this id, if any.
     async fn find(&self, id: RoomId) -> DomainResult<Option<Room>>;
+    /// The room with this name compared ignoring case ([`RoomName::key`]), if any.
     async fn find_by_name(&self, name: &RoomName) -> DomainResult<Option<Room>>;
+    /// The first `limit` rooms whose name key starts with the query's prefix, by name.
     async fn directory(&self, query: &DirectoryQuery) -> DomainResult<Vec<Room>>;
     /// The user's rooms, most recently active (last message, else creation) first.
     async fn rooms_of(&self, user: UserId) -> DomainResult<Vec<RoomSummary>>;
+    /// Whether the room exists and, if so, whether the user belongs to it.
     async fn membership(&self, room: RoomId, user: UserId) -> DomainResult<Membership>;
     /// Adds the membership; `false` if it already existed, `RoomNotFound` if the room does not.
     async fn join(&self, room: RoomId, user: UserId, at: DateTime<Utc>) -> DomainResult<bool>;

@@ -12,15 +12,20 @@ use crate::id::{SessionId, UserId};
 /// One login of one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
+    /// The id the user's access token names.
     pub id: SessionId,
+    /// Whose session it is.
     pub user_id: UserId,
+    /// When the user logged in.
     pub created_at: DateTime<Utc>,
 }
 
 /// Who is calling: the user and the session their token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Principal {
+    /// The user acting.
     pub user_id: UserId,
+    /// The session they act through; logging out ends it.
     pub session_id: SessionId,
 }
 
@@ -29,6 +34,7 @@ pub struct Principal {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait SessionStore: Send + Sync {
+    /// Stores a new session, alive for `ttl` unless touched.
     async fn create(&self, session: &Session, ttl: Duration) -> DomainResult<()>;
     /// The session if it is still alive, extended to `ttl` from now.
     async fn touch(&self, id: SessionId, ttl: Duration) -> DomainResult<Option<Session>>;
@@ -42,7 +48,9 @@ pub trait SessionStore: Send + Sync {
 /// whole second, as a token carries them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AccessGrant {
+    /// Who holds the token.
     pub principal: Principal,
+    /// When the token was signed.
     pub issued_at: DateTime<Utc>,
     /// Past this, the token is refused whatever the state of its session.
     pub expires_at: DateTime<Utc>,
@@ -51,6 +59,7 @@ pub struct AccessGrant {
 /// Signs and checks access tokens.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 pub trait TokenCodec: Send + Sync {
+    /// A signed token asserting the grant, opaque to the client.
     fn encode(&self, grant: &AccessGrant) -> DomainResult<String>;
     /// `Unauthenticated` for a token that is malformed, forged or past its expiry.
     fn decode(&self, token: &str) -> DomainResult<AccessGrant>;
@@ -62,6 +71,7 @@ pub trait TokenCodec: Send + Sync {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait TicketStore: Send + Sync {
+    /// Stores the ticket for `principal`, redeemable once within `ttl`.
     async fn issue(&self, ticket: &str, principal: Principal, ttl: Duration) -> DomainResult<()>;
     /// The principal the ticket was issued for, at most once and only within its ttl.
     async fn redeem(&self, ticket: &str) -> DomainResult<Option<Principal>>;

@@ -140,16 +140,22 @@ impl PasswordHash {
 /// A registered user, as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
+    /// The user's id.
     pub id: UserId,
+    /// Their email, lower-cased; unique.
     pub email: Email,
+    /// Their name, shown to others; unique ignoring case.
     pub username: Username,
+    /// When they registered.
     pub created_at: DateTime<Utc>,
 }
 
 /// A user as shown beside their messages and in room events: `{id, username}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRef {
+    /// The user's id.
     pub id: UserId,
+    /// Their name.
     pub username: Username,
 }
 
@@ -162,7 +168,9 @@ impl From<&User> for UserRef {
 /// A user together with the hash their password is checked against.
 #[derive(Debug, Clone)]
 pub struct Credentials {
+    /// The user.
     pub user: User,
+    /// The hash of their password.
     pub password_hash: PasswordHash,
 }
 
@@ -170,8 +178,11 @@ pub struct Credentials {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait UserRepository: Send + Sync {
+    /// Stores a new user with their password's hash; `EmailTaken` or `UsernameTaken` on a clash.
     async fn create(&self, user: &User, password_hash: &PasswordHash) -> DomainResult<()>;
+    /// The user with this id, if any.
     async fn find_by_id(&self, id: UserId) -> DomainResult<Option<User>>;
+    /// The user registered with this email and their password's hash, for a login.
     async fn find_credentials(&self, email: &Email) -> DomainResult<Option<Credentials>>;
 }
 
@@ -180,7 +191,9 @@ pub trait UserRepository: Send + Sync {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait PasswordHasher: Send + Sync {
+    /// A fresh salted hash of the password, as a PHC string.
     async fn hash(&self, password: &Password) -> DomainResult<PasswordHash>;
+    /// Whether the password is the one the hash was made from.
     async fn verify(&self, password: &Password, hash: &PasswordHash) -> DomainResult<bool>;
 }
 

@@ -32,20 +32,30 @@ pub use live::{MAX_RESUMED_MESSAGES, Resumption};
 /// How a request names a room: by id, or by name as the original service did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomRef {
+    /// The room with this id.
     Id(RoomId),
+    /// The room with this name, compared ignoring case.
     Name(RoomName),
 }
 
 /// The ports the chat use cases need.
 #[derive(Clone)]
 pub struct ChatPorts {
+    /// Where authors and members are looked up.
     pub users: Arc<dyn UserRepository>,
+    /// Rooms and their memberships.
     pub rooms: Arc<dyn RoomRepository>,
+    /// The durable record of every message, and where seqs are assigned.
     pub messages: Arc<dyn MessageRepository>,
+    /// The latest messages of busy rooms, so opening a room skips storage.
     pub cache: Arc<dyn MessageCache>,
+    /// Each author's budget of sends.
     pub limiter: Arc<dyn RateLimiter>,
+    /// Carries room events to the live connections on every instance.
     pub events: Arc<dyn EventBus>,
+    /// Who has a live connection right now, for the members' online flags.
     pub presence: Arc<dyn Presence>,
+    /// The time messages and rooms are stamped with.
     pub clock: Arc<dyn Clock>,
 }
 
