@@ -2,8 +2,8 @@
 //!
 //! The inbound adapter of the hexagon: REST routes with poem-openapi, Swagger UI at `/docs`, the
 //! OpenAPI document at `/openapi.json`, `/metrics`, and the WebSocket gateway at `/ws`. It
-//! depends only on the domain's inbound ports, the `AuthService` and `ChatService` traits, and
-//! knows no adapter: the server crate hands it an [`AppState`] holding the use cases as trait
+//! depends only on the domain's inbound ports, the `AuthService`, `RoomService`,
+//! `MessageService` and `LiveService` traits, and knows no adapter: the server crate hands it an [`AppState`] holding the use cases as trait
 //! objects, built from whichever adapters the configuration chose; a test hands it mocks.
 //!
 //! Every error of every route leaves through one place, the [`edge`] middleware, as RFC 9457
@@ -104,7 +104,9 @@ pub fn app(state: AppState, settings: &HttpSettings) -> BoxEndpoint<'static, Res
     let metrics = Arc::new(Metrics::default());
     let gateway = ws::Gateway::new(
         state.auth.clone(),
-        state.chat.clone(),
+        state.rooms.clone(),
+        state.messages.clone(),
+        state.live.clone(),
         settings.ws_outbound_queue,
         &settings.shutdown,
         metrics.clone(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use convo_api::{AppState, HttpSettings};
 use convo_domain::auth::MockAuthService;
-use convo_domain::chat::MockChatService;
+use convo_domain::chat::{MockLiveService, MockMessageService, MockRoomService};
 use convo_domain::health::MockProbe;
 use convo_domain::{DomainError, Probe};
 use poem::http::StatusCode;
@@ -22,7 +22,13 @@ fn probe(name: &'static str, up: bool) -> Arc<dyn Probe> {
 
 /// Use cases that expect no call: readiness must not touch them.
 fn state(probes: Vec<Arc<dyn Probe>>) -> AppState {
-    AppState { auth: Arc::new(MockAuthService::new()), chat: Arc::new(MockChatService::new()), probes }
+    AppState {
+        auth: Arc::new(MockAuthService::new()),
+        rooms: Arc::new(MockRoomService::new()),
+        messages: Arc::new(MockMessageService::new()),
+        live: Arc::new(MockLiveService::new()),
+        probes,
+    }
 }
 
 #[tokio::test]

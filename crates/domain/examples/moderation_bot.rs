@@ -18,13 +18,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use convo_domain::{
-    AccessGrant, AuthPorts, AuthService, AuthSettings, AuthUseCases, CachedPage, ChatPorts, ChatService,
-    ChatUseCases, ClientMessageId, Credentials, DirectoryQuery, DomainError, DomainResult, Email, Event,
-    EventBus, FillTicket, HistoryPage, HistoryQuery, Member, Membership, Message, MessageCache,
-    MessageContent, MessageId, MessageRepository, NewMessage, NewRoom, Password, PasswordHash,
+    AccessGrant, AuthPorts, AuthService, AuthSettings, AuthUseCases, CachedPage, ChatPorts, ChatUseCases,
+    ClientMessageId, Credentials, DirectoryQuery, DomainError, DomainResult, Email, Event, EventBus,
+    FillTicket, HistoryPage, HistoryQuery, Member, Membership, Message, MessageCache, MessageContent,
+    MessageId, MessageRepository, MessageService, NewMessage, NewRoom, Password, PasswordHash,
     PasswordHasher, Posted, Presence, Principal, RateDecision, RateLimit, RateLimiter, Room, RoomId,
-    RoomName, RoomRef, RoomRepository, RoomSummary, Session, SessionId, SessionStore, Subscription,
-    SystemClock, TicketStore, TokenCodec, Topic, User, UserId, UserRef, UserRepository, Username, lock,
+    RoomName, RoomRef, RoomRepository, RoomService, RoomSummary, Session, SessionId, SessionStore,
+    Subscription, SystemClock, TicketStore, TokenCodec, Topic, User, UserId, UserRef, UserRepository,
+    Username, lock,
 };
 
 /// Words the bot does not let stand.
@@ -63,9 +64,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
         },
         RateLimit { points: 100, window: Duration::from_secs(10) },
     );
-    // From here on the bot speaks to the use cases through the same traits the api crate uses.
+    // From here on the bot speaks to the use cases through the same traits the api crate uses,
+    // one per use case it needs.
     let auth: Arc<dyn AuthService> = Arc::new(auth);
-    let chat: Arc<dyn ChatService> = Arc::new(chat);
+    let chat = Arc::new(chat);
+    let rooms: Arc<dyn RoomService> = chat.clone();
+    let messages: Arc<dyn MessageService> = chat;
 
     let password = Password::parse("Modb0t-secret")?;
     let bot = auth.register(Email::parse("bot@example.com")?, Username::parse("modbot")?, password).await?;
@@ -78,8 +82,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let principal = auth.authenticate(&ada.access_token).await?;
     ensure(principal.user_id == ada_id, "the token names its user")?;
 
-    let lobby = chat.create_room(bot_id, RoomName::parse("lobby")?).await?;
-    chat.join(ada_id, lobby.id).await?;
+    let lobby = rooms.create_room(bot_id, RoomName::parse("lobby")?).await?;
+    rooms.join(ada_id, lobby.id).await?;
     let room = RoomRef::Name(RoomName::parse("Lobby")?);
 
     for (key, text) in [
@@ -89,12 +93,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
         ("m-4", "more spam, sorry"),
         ("m-5", "good night"),
     ] {
-        let posted = chat
+        let posted = messages
             .send(ada_id, &room, MessageContent::parse(text)?, Some(ClientMessageId::parse(key)?))
             .await?;
         ensure(posted.created, "a new clientMessageId stores a message")?;
     }
-    let retried = chat
+    let retried = messages
         .send(ada_id, &room, MessageContent::parse("good night")?, Some(ClientMessageId::parse("m-5")?))
         .await?;
     ensure(!retried.created && retried.message.seq == 5, "a retried send returns the original")?;
@@ -103,11 +107,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let mut removed = 0;
     let mut query = HistoryQuery::parse(None, None, Some(2))?;
     loop {
-        let page = chat.history(bot_id, &room, &query).await?;
+        let page = messages.history(bot_id, &room, &query).await?;
         for message in &page.messages {
             if BANNED.iter().any(|word| message.content.as_str().contains(word)) {
                 // The room's owner may delete anyone's message.
-                chat.delete(bot_id, message.id).await?;
+                messages.delete(bot_id, message.id).await?;
                 removed += 1;
                 println!(
                     "removed #{} by {}: {:?}",
@@ -124,13 +128,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
     ensure(removed == 2, "both offending messages were found")?;
 
-    let latest = chat.history(bot_id, &room, &HistoryQuery::parse(None, None, Some(50))?).await?;
+    let latest = messages.history(bot_id, &room, &HistoryQuery::parse(None, None, Some(50))?).await?;
     let seqs: Vec<i64> = latest.messages.iter().map(|message| message.seq).collect();
     ensure(seqs == [1, 3, 5], "deleted messages leave their seqs unused")?;
     for message in &latest.messages {
         println!("#{} {}: {}", message.seq, message.author.username, message.content.as_str());
     }
-    let stranger = chat.members(ada_id, RoomId::generate()).await;
+    let stranger = rooms.members(ada_id, RoomId::generate()).await;
     ensure(matches!(stranger, Err(DomainError::RoomNotFound)), "an unknown room is refused")?;
     println!("{} events published", events.published());
     Ok(())

@@ -10,13 +10,15 @@
 //!
 //! - [`AuthService`]: register, log in, check a token or a session, issue and redeem the
 //!   single-use tickets that open a live connection, log out (one session or all).
-//! - [`ChatService`]: create, find, join and leave rooms and list their members; send, page,
-//!   edit and delete messages; and the live side of a room: resume a stream after a seq,
+//! - [`RoomService`]: create, find, join and leave rooms and list their members.
+//! - [`MessageService`]: send, page, edit and delete messages.
+//! - [`LiveService`]: the live side of a room: resume a stream after a seq, fill a gap,
 //!   subscribe to its events, typing and presence.
 //!
-//! [`AuthUseCases`] and [`ChatUseCases`] implement them over the outbound ports gathered in
-//! [`AuthPorts`] and [`ChatPorts`]. Callers (Convo's REST and WebSocket api, or your own service)
-//! depend on the traits, so a test of a caller needs one mock per service.
+//! [`AuthUseCases`] implements the first over the outbound ports gathered in [`AuthPorts`];
+//! [`ChatUseCases`] implements the other three over [`ChatPorts`]. Callers (Convo's REST and
+//! WebSocket api, or your own service) depend on the traits they call, so a test of a caller
+//! needs one mock per service it uses.
 //!
 //! ## The ports to implement (outbound ports)
 //!
@@ -80,7 +82,7 @@
 //! std mutex that survives a poisoning panic) and [`redact_url`] (URLs fit for logs).
 //!
 //! With the `mocks` feature, every port, inbound or outbound, has a mockall mock
-//! (`auth::MockAuthService`, `chat::MockChatService`, `user::MockUserRepository`, ...); with the
+//! (`auth::MockAuthService`, `chat::MockRoomService`, `user::MockUserRepository`, ...); with the
 //! `testing` feature, `testing` holds what the adapters' test support shares.
 
 #![warn(missing_docs)]
@@ -108,7 +110,10 @@ mod value;
 pub use auth::{
     AuthPorts, AuthService, AuthSettings, AuthUseCases, CONNECT_TICKET_TTL, ConnectTicket, IssuedToken,
 };
-pub use chat::{ChatPorts, ChatService, ChatUseCases, MAX_RESUMED_MESSAGES, Resumption, RoomRef};
+pub use chat::{
+    ChatPorts, ChatUseCases, LiveService, MAX_RESUMED_MESSAGES, MessageService, Resumption, RoomRef,
+    RoomService,
+};
 pub use clock::{Clock, SystemClock};
 pub use error::{BoxError, DomainError, DomainResult, Field, ValidationError};
 pub use event::{Event, EventBus, Subscription, SubscriptionError, Topic};

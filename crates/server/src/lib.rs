@@ -79,7 +79,15 @@ pub async fn build_app(
         },
         RateLimit { points: config.rate_limit_points, window: config.rate_limit_duration },
     );
-    let state = AppState { auth: Arc::new(auth), chat: Arc::new(chat), probes: adapters.probes };
+    // One value implements every chat use case; the api sees each through its own port.
+    let chat = Arc::new(chat);
+    let state = AppState {
+        auth: Arc::new(auth),
+        rooms: chat.clone(),
+        messages: chat.clone(),
+        live: chat,
+        probes: adapters.probes,
+    };
     let settings = HttpSettings {
         cors_origins: config.cors_origins.clone(),
         ws_outbound_queue: config.ws_outbound_queue,

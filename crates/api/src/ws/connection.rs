@@ -51,7 +51,7 @@ pub async fn run(socket: WebSocketStream, gateway: Gateway, principal: Principal
         user: user_json(&user),
         session_id: principal.session_id.as_uuid(),
     });
-    if let Err(error) = connection.gateway.chat.connected(&connection.user).await {
+    if let Err(error) = connection.gateway.live.connected(&connection.user).await {
         tracing::warn!(%error, "could not record presence");
     }
     let mut stream = stream;
@@ -60,7 +60,7 @@ pub async fn run(socket: WebSocketStream, gateway: Gateway, principal: Principal
     for room in connection.rooms.drain() {
         connection.gateway.hub.unsubscribe(room, connection.handle.id);
     }
-    if let Err(error) = connection.gateway.chat.disconnected(&connection.user).await {
+    if let Err(error) = connection.gateway.live.disconnected(&connection.user).await {
         tracing::warn!(%error, "could not record presence");
     }
     drop(connection);
@@ -164,7 +164,7 @@ impl Connection {
         mut closed: watch::Receiver<Option<(u16, &'static str)>>,
     ) {
         let mut shutdown = self.gateway.shutdown.clone();
-        let mut user_events = match self.gateway.chat.subscribe(Topic::User(self.user.id)).await {
+        let mut user_events = match self.gateway.live.subscribe(Topic::User(self.user.id)).await {
             Ok(events) => Some(events),
             Err(error) => {
                 tracing::warn!(%error, "cannot follow session events; relying on periodic checks");
@@ -283,7 +283,6 @@ impl Connection {
         frame: ClientFrame,
         reference: Option<String>,
     ) -> Result<Option<Result<ServerFrame, DomainError>>, Stop> {
-        let chat = self.gateway.chat.clone();
         let user = self.user.id;
         Ok(Some(match frame {
             ClientFrame::Ping => Ok(ServerFrame::Pong { reference }),
@@ -309,7 +308,7 @@ impl Connection {
                 };
                 // Our own `message` frame must not overtake the ack: hold this room's frames.
                 let held = self.hold(self.rooms.contains(&room).then_some(room));
-                let reply = match chat.send(user, &RoomRef::Id(room), content, key).await {
+                let reply = match self.gateway.messages.send(user, &RoomRef::Id(room), content, key).await {
                     Ok(posted) => ServerFrame::Ack { reference, message: message_json(&posted.message) },
                     Err(error) => ServerFrame::error(reference, &error),
                 };
@@ -322,7 +321,8 @@ impl Connection {
                 };
                 // The room is not known before the message is read: hold every followed room.
                 let held = self.hold(self.rooms.iter().copied());
-                let reply = match chat.edit(user, MessageId::from(message_id), content).await {
+                let reply = match self.gateway.messages.edit(user, MessageId::from(message_id), content).await
+                {
                     Ok(message) => ServerFrame::Ack { reference, message: message_json(&message) },
                     Err(error) => ServerFrame::error(reference, &error),
                 };
@@ -331,7 +331,7 @@ impl Connection {
             ClientFrame::Delete { message_id } => {
                 let id = MessageId::from(message_id);
                 let held = self.hold(self.rooms.iter().copied());
-                let reply = match chat.delete(user, id).await {
+                let reply = match self.gateway.messages.delete(user, id).await {
                     Ok(room) => deleted(reference, room, id),
                     Err(error) => ServerFrame::error(reference, &error),
                 };
@@ -342,16 +342,18 @@ impl Connection {
                 if !self.gateway.hub.typing_allowed(user, room) {
                     return Ok(None);
                 }
-                match chat.typing(&self.user, room).await {
+                match self.gateway.live.typing(&self.user, room).await {
                     Ok(()) => return Ok(None),
                     Err(error) => Err(error),
                 }
             }
             ClientFrame::Members { room_id } => {
-                chat.members(user, RoomId::from(room_id)).await.map(|members| ServerFrame::Members {
-                    reference,
-                    room_id,
-                    members: members.iter().map(member_json).collect(),
+                self.gateway.rooms.members(user, RoomId::from(room_id)).await.map(|members| {
+                    ServerFrame::Members {
+                        reference,
+                        room_id,
+                        members: members.iter().map(member_json).collect(),
+                    }
                 })
             }
         }))
@@ -401,7 +403,7 @@ impl Connection {
         if let Err(error) = hub.subscribe(room, &self.handle).await {
             return Ok(Some(Err(error)));
         }
-        let resumption = match self.gateway.chat.resume(self.user.id, room, since).await {
+        let resumption = match self.gateway.live.resume(self.user.id, room, since).await {
             Ok(resumption) => resumption,
             Err(error) => {
                 hub.unsubscribe(room, self.handle.id);

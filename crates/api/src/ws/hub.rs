@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use convo_domain::{ChatService, DomainResult, Event, Message, RoomId, Topic, UserId, lock};
+use convo_domain::{DomainResult, Event, LiveService, Message, RoomId, Topic, UserId, lock};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -231,7 +231,7 @@ pub struct Hub {
 }
 
 struct Inner {
-    chat: Arc<dyn ChatService>,
+    live: Arc<dyn LiveService>,
     rooms: Mutex<HashMap<RoomId, RoomFeed>>,
     typing: Mutex<HashMap<(UserId, RoomId), Instant>>,
 }
@@ -246,10 +246,10 @@ impl std::fmt::Debug for Inner {
 }
 
 impl Hub {
-    pub fn new(chat: Arc<dyn ChatService>) -> Self {
+    pub fn new(live: Arc<dyn LiveService>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                chat,
+                live,
                 rooms: Mutex::new(HashMap::new()),
                 typing: Mutex::new(HashMap::new()),
             }),
@@ -269,8 +269,8 @@ impl Hub {
             }
         }
         // The first local subscriber: follow the room from its current seq.
-        let events = self.inner.chat.subscribe(Topic::Room(room)).await?;
-        let next_seq = self.inner.chat.last_seq(room).await? + 1;
+        let events = self.inner.live.subscribe(Topic::Room(room)).await?;
+        let next_seq = self.inner.live.last_seq(room).await? + 1;
         let mut rooms = lock(&self.inner.rooms);
         let feed = rooms.entry(room).or_insert_with(|| {
             let pump = tokio::spawn(pump(self.clone(), room, events, next_seq)).abort_handle();
@@ -435,7 +435,7 @@ fn drain(hub: &Hub, room: RoomId, early: &mut BTreeMap<i64, Message>, next_seq: 
 
 /// Dispatches the stored messages from `next_seq` up to (not including) `before`.
 async fn fill_gap(hub: &Hub, room: RoomId, next_seq: &mut i64, before: i64) {
-    match hub.inner.chat.messages_between(room, *next_seq - 1, before).await {
+    match hub.inner.live.messages_between(room, *next_seq - 1, before).await {
         Ok(messages) => {
             for message in messages {
                 if message.seq >= *next_seq {

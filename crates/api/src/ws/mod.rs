@@ -9,7 +9,7 @@ pub mod protocol;
 
 use std::sync::Arc;
 
-use convo_domain::{AuthService, ChatService, DomainError, Principal};
+use convo_domain::{AuthService, DomainError, LiveService, MessageService, Principal, RoomService};
 use poem::http::StatusCode;
 use poem::web::websocket::{WebSocket, WebSocketConfig};
 use poem::web::{Data, Query};
@@ -53,7 +53,9 @@ impl Default for Shutdown {
 #[derive(Clone)]
 pub struct Gateway {
     pub auth: Arc<dyn AuthService>,
-    pub chat: Arc<dyn ChatService>,
+    pub rooms: Arc<dyn RoomService>,
+    pub messages: Arc<dyn MessageService>,
+    pub live: Arc<dyn LiveService>,
     pub hub: Hub,
     pub outbound_queue: usize,
     pub metrics: Arc<Metrics>,
@@ -63,15 +65,19 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(
         auth: Arc<dyn AuthService>,
-        chat: Arc<dyn ChatService>,
+        rooms: Arc<dyn RoomService>,
+        messages: Arc<dyn MessageService>,
+        live: Arc<dyn LiveService>,
         outbound_queue: usize,
         shutdown: &Shutdown,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let hub = Hub::new(chat.clone());
+        let hub = Hub::new(live.clone());
         Self {
             auth,
-            chat,
+            rooms,
+            messages,
+            live,
             hub,
             outbound_queue: outbound_queue.max(1),
             metrics,

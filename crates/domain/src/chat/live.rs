@@ -1,8 +1,7 @@
 //! The live side of a room: a stream resuming after the last seq it saw, filling gaps, typing
-//! and presence.
-//!
-//! Each method implements the [`ChatService`](super::ChatService) method of the same name,
-//! whose documentation states its contract.
+//! and presence. The inbound port [`LiveService`] and its implementation by [`ChatUseCases`].
+
+use async_trait::async_trait;
 
 use super::ChatUseCases;
 use crate::error::DomainResult;
@@ -26,13 +25,39 @@ pub struct Resumption {
     pub truncated: bool,
 }
 
-impl ChatUseCases {
-    pub(super) async fn resume(
-        &self,
-        user: UserId,
-        room: RoomId,
-        since: Option<i64>,
-    ) -> DomainResult<Resumption> {
+/// The live side of rooms, as the api's WebSocket gateway calls it: the inbound port that
+/// [`ChatUseCases`] implements.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait LiveService: Send + Sync {
+    /// For a member opening a room's live stream: the room's latest seq, and with `since` the
+    /// messages after it (unless more than [`MAX_RESUMED_MESSAGES`] were missed).
+    async fn resume(&self, user: UserId, room: RoomId, since: Option<i64>) -> DomainResult<Resumption>;
+
+    /// The messages of a room with a seq in `after+1 .. before`, for a live stream filling a gap
+    /// it noticed (no membership check: the stream is already authorised).
+    async fn messages_between(&self, room: RoomId, after: i64, before: i64) -> DomainResult<Vec<Message>>;
+
+    /// The live events of a room or of a user, for a gateway that has already checked the
+    /// caller may see them.
+    async fn subscribe(&self, topic: Topic) -> DomainResult<Subscription>;
+
+    /// The seq of the room's latest message (0 before the first).
+    async fn last_seq(&self, room: RoomId) -> DomainResult<i64>;
+
+    /// Tells the room's other subscribers that `user` is typing; nothing is stored.
+    async fn typing(&self, user: &UserRef, room: RoomId) -> DomainResult<()>;
+
+    /// Records a new live connection of `user`; the first one tells every room of theirs.
+    async fn connected(&self, user: &UserRef) -> DomainResult<()>;
+
+    /// Records a closed connection of `user`; the last one tells every room of theirs.
+    async fn disconnected(&self, user: &UserRef) -> DomainResult<()>;
+}
+
+#[async_trait]
+impl LiveService for ChatUseCases {
+    async fn resume(&self, user: UserId, room: RoomId, since: Option<i64>) -> DomainResult<Resumption> {
         self.require_member(room, user).await?;
         let last_seq = self.find_room(room).await?.last_seq;
         let Some(since) = since else {
@@ -48,18 +73,43 @@ impl ChatUseCases {
         Ok(Resumption { messages, last_seq, truncated: false })
     }
 
-    pub(super) async fn messages_between(
-        &self,
-        room: RoomId,
-        after: i64,
-        before: i64,
-    ) -> DomainResult<Vec<Message>> {
+    async fn messages_between(&self, room: RoomId, after: i64, before: i64) -> DomainResult<Vec<Message>> {
         if after + 1 >= before {
             return Ok(Vec::new());
         }
         self.read_after(room, after, Some(before)).await
     }
 
+    async fn subscribe(&self, topic: Topic) -> DomainResult<Subscription> {
+        self.ports.events.subscribe(topic).await
+    }
+
+    async fn last_seq(&self, room: RoomId) -> DomainResult<i64> {
+        Ok(self.find_room(room).await?.last_seq)
+    }
+
+    async fn typing(&self, user: &UserRef, room: RoomId) -> DomainResult<()> {
+        self.require_member(room, user.id).await?;
+        self.announce(Event::Typing { room_id: room, user: user.clone() }).await;
+        Ok(())
+    }
+
+    async fn connected(&self, user: &UserRef) -> DomainResult<()> {
+        if self.ports.presence.connected(user.id).await? {
+            self.announce_presence(user, true).await?;
+        }
+        Ok(())
+    }
+
+    async fn disconnected(&self, user: &UserRef) -> DomainResult<()> {
+        if self.ports.presence.disconnected(user.id).await? {
+            self.announce_presence(user, false).await?;
+        }
+        Ok(())
+    }
+}
+
+impl ChatUseCases {
     /// Every message of the room with a seq above `after` (and below `before`), a page at a time.
     async fn read_after(
         &self,
@@ -79,34 +129,6 @@ impl ChatUseCases {
             }
         }
         Ok(messages)
-    }
-
-    pub(super) async fn subscribe(&self, topic: Topic) -> DomainResult<Subscription> {
-        self.ports.events.subscribe(topic).await
-    }
-
-    pub(super) async fn last_seq(&self, room: RoomId) -> DomainResult<i64> {
-        Ok(self.find_room(room).await?.last_seq)
-    }
-
-    pub(super) async fn typing(&self, user: &UserRef, room: RoomId) -> DomainResult<()> {
-        self.require_member(room, user.id).await?;
-        self.announce(Event::Typing { room_id: room, user: user.clone() }).await;
-        Ok(())
-    }
-
-    pub(super) async fn connected(&self, user: &UserRef) -> DomainResult<()> {
-        if self.ports.presence.connected(user.id).await? {
-            self.announce_presence(user, true).await?;
-        }
-        Ok(())
-    }
-
-    pub(super) async fn disconnected(&self, user: &UserRef) -> DomainResult<()> {
-        if self.ports.presence.disconnected(user.id).await? {
-            self.announce_presence(user, false).await?;
-        }
-        Ok(())
     }
 
     async fn announce_presence(&self, user: &UserRef, online: bool) -> DomainResult<()> {

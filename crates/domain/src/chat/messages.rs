@@ -1,8 +1,7 @@
 //! Messages: sending (with idempotent retries), reading history (through the cache), editing
-//! and deleting.
-//!
-//! Each method implements the [`ChatService`](super::ChatService) method of the same name,
-//! whose documentation states its contract.
+//! and deleting. The inbound port [`MessageService`] and its implementation by [`ChatUseCases`].
+
+use async_trait::async_trait;
 
 use super::{ChatUseCases, RoomRef};
 use crate::error::{DomainError, DomainResult, ValidationError};
@@ -14,8 +13,36 @@ use crate::message::{
 };
 use crate::rate_limit::RateDecision;
 
-impl ChatUseCases {
-    pub(super) async fn send(
+/// Messages, as the api's message routes and WebSocket gateway call them: the inbound port that
+/// [`ChatUseCases`] implements.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait MessageService: Send + Sync {
+    /// Stores a message and tells the room. A retry with the same `client_message_id` returns
+    /// the original message (`created: false`) without storing or counting anything.
+    async fn send(
+        &self,
+        author: UserId,
+        room: &RoomRef,
+        content: MessageContent,
+        client_message_id: Option<ClientMessageId>,
+    ) -> DomainResult<Posted>;
+
+    /// A page of the room's history, for a member. The latest page comes from the cache when
+    /// it can answer.
+    async fn history(&self, user: UserId, room: &RoomRef, query: &HistoryQuery) -> DomainResult<HistoryPage>;
+
+    /// Replaces the content of the caller's own message.
+    async fn edit(&self, user: UserId, id: MessageId, content: MessageContent) -> DomainResult<Message>;
+
+    /// Deletes a message: the author may delete their own, the room's owner any. Returns the
+    /// room it was in.
+    async fn delete(&self, user: UserId, id: MessageId) -> DomainResult<RoomId>;
+}
+
+#[async_trait]
+impl MessageService for ChatUseCases {
+    async fn send(
         &self,
         author: UserId,
         room: &RoomRef,
@@ -56,12 +83,7 @@ impl ChatUseCases {
         Ok(posted)
     }
 
-    pub(super) async fn history(
-        &self,
-        user: UserId,
-        room: &RoomRef,
-        query: &HistoryQuery,
-    ) -> DomainResult<HistoryPage> {
+    async fn history(&self, user: UserId, room: &RoomRef, query: &HistoryQuery) -> DomainResult<HistoryPage> {
         let room_id = self.resolve(room).await?;
         self.require_member(room_id, user).await?;
         if !query.is_latest() {
@@ -84,12 +106,7 @@ impl ChatUseCases {
         Ok(latest_of(recent, query.limit))
     }
 
-    pub(super) async fn edit(
-        &self,
-        user: UserId,
-        id: MessageId,
-        content: MessageContent,
-    ) -> DomainResult<Message> {
+    async fn edit(&self, user: UserId, id: MessageId, content: MessageContent) -> DomainResult<Message> {
         let message = self.find_message(id).await?;
         if message.author.id != user {
             return Err(DomainError::NotTheAuthor);
@@ -103,7 +120,7 @@ impl ChatUseCases {
         Ok(edited)
     }
 
-    pub(super) async fn delete(&self, user: UserId, id: MessageId) -> DomainResult<RoomId> {
+    async fn delete(&self, user: UserId, id: MessageId) -> DomainResult<RoomId> {
         let message = self.find_message(id).await?;
         if message.author.id != user && self.find_room(message.room_id).await?.owner_id != user {
             return Err(DomainError::NotTheAuthor);
@@ -116,7 +133,9 @@ impl ChatUseCases {
         }
         Ok(message.room_id)
     }
+}
 
+impl ChatUseCases {
     /// A retried send: the original message, provided the key was used for the same room.
     fn retried_send(&self, existing: Message, room: RoomId) -> DomainResult<Posted> {
         if existing.room_id != room {

@@ -1,7 +1,7 @@
-//! Rooms and memberships: creating, listing, joining, leaving, and who is in a room.
-//!
-//! Each method implements the [`ChatService`](super::ChatService) method of the same name,
-//! whose documentation states its contract.
+//! Rooms and memberships: creating, listing, joining, leaving, and who is in a room. The
+//! inbound port [`RoomService`] and its implementation by [`ChatUseCases`].
+
+use async_trait::async_trait;
 
 use super::ChatUseCases;
 use crate::error::DomainResult;
@@ -9,27 +9,55 @@ use crate::event::Event;
 use crate::id::{RoomId, UserId};
 use crate::room::{DirectoryQuery, Member, NewRoom, Room, RoomName, RoomSummary};
 
-impl ChatUseCases {
-    pub(super) async fn create_room(&self, owner: UserId, name: RoomName) -> DomainResult<Room> {
+/// Rooms and memberships, as the api's room routes and WebSocket gateway call them: the inbound
+/// port that [`ChatUseCases`] implements.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait RoomService: Send + Sync {
+    /// Creates a room owned by `owner`, who becomes its first member.
+    async fn create_room(&self, owner: UserId, name: RoomName) -> DomainResult<Room>;
+
+    /// The user's rooms, most recently active first.
+    async fn rooms_of(&self, user: UserId) -> DomainResult<Vec<RoomSummary>>;
+
+    /// Every room whose name starts with the prefix, by name.
+    async fn directory(&self, query: &DirectoryQuery) -> DomainResult<Vec<Room>>;
+
+    /// A room the user belongs to.
+    async fn room(&self, user: UserId, room: RoomId) -> DomainResult<Room>;
+
+    /// Adds the user to the room; joining twice changes nothing.
+    async fn join(&self, user: UserId, room: RoomId) -> DomainResult<Room>;
+
+    /// Removes the user from the room; leaving twice changes nothing.
+    async fn leave(&self, user: UserId, room: RoomId) -> DomainResult<()>;
+
+    /// The room's members with their online flags, for a member.
+    async fn members(&self, user: UserId, room: RoomId) -> DomainResult<Vec<Member>>;
+}
+
+#[async_trait]
+impl RoomService for ChatUseCases {
+    async fn create_room(&self, owner: UserId, name: RoomName) -> DomainResult<Room> {
         let room =
             NewRoom { id: RoomId::generate(), name, owner_id: owner, created_at: self.ports.clock.now() };
         self.ports.rooms.create(&room).await
     }
 
-    pub(super) async fn rooms_of(&self, user: UserId) -> DomainResult<Vec<RoomSummary>> {
+    async fn rooms_of(&self, user: UserId) -> DomainResult<Vec<RoomSummary>> {
         self.ports.rooms.rooms_of(user).await
     }
 
-    pub(super) async fn directory(&self, query: &DirectoryQuery) -> DomainResult<Vec<Room>> {
+    async fn directory(&self, query: &DirectoryQuery) -> DomainResult<Vec<Room>> {
         self.ports.rooms.directory(query).await
     }
 
-    pub(super) async fn room(&self, user: UserId, room: RoomId) -> DomainResult<Room> {
+    async fn room(&self, user: UserId, room: RoomId) -> DomainResult<Room> {
         self.require_member(room, user).await?;
         self.find_room(room).await
     }
 
-    pub(super) async fn join(&self, user: UserId, room: RoomId) -> DomainResult<Room> {
+    async fn join(&self, user: UserId, room: RoomId) -> DomainResult<Room> {
         if self.ports.rooms.join(room, user, self.ports.clock.now()).await? {
             let user = self.user_ref(user).await?;
             self.announce(Event::MemberJoined { room_id: room, user }).await;
@@ -37,7 +65,7 @@ impl ChatUseCases {
         self.find_room(room).await
     }
 
-    pub(super) async fn leave(&self, user: UserId, room: RoomId) -> DomainResult<()> {
+    async fn leave(&self, user: UserId, room: RoomId) -> DomainResult<()> {
         self.find_room(room).await?;
         if self.ports.rooms.leave(room, user).await? {
             let user = self.user_ref(user).await?;
@@ -46,7 +74,7 @@ impl ChatUseCases {
         Ok(())
     }
 
-    pub(super) async fn members(&self, user: UserId, room: RoomId) -> DomainResult<Vec<Member>> {
+    async fn members(&self, user: UserId, room: RoomId) -> DomainResult<Vec<Member>> {
         self.require_member(room, user).await?;
         let mut members = self.ports.rooms.members(room).await?;
         let ids: Vec<UserId> = members.iter().map(|member| member.user_id).collect();
