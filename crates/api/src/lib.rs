@@ -2,9 +2,10 @@
 //!
 //! The inbound adapter of the hexagon: REST routes with poem-openapi, Swagger UI at `/docs`, the
 //! OpenAPI document at `/openapi.json`, `/metrics`, and the WebSocket gateway at `/ws`. It
-//! depends only on the domain's inbound ports, the `AuthService`, `RoomService`,
-//! `MessageService` and `LiveService` traits, and knows no adapter: the server crate hands it an [`AppState`] holding the use cases as trait
-//! objects, built from whichever adapters the configuration chose; a test hands it mocks.
+//! depends only on the domain's inbound ports (the `AuthService`, `RoomService`,
+//! `MessageService` and `LiveService` traits) and knows no adapter: the server crate hands it an
+//! [`AppState`] holding the use cases as trait objects, built from whichever adapters the
+//! configuration chose; a test hands it mocks, one per service (see `tests/routes.rs`).
 //!
 //! Every error of every route leaves through one place, the [`edge`] middleware, as RFC 9457
 //! problem details with a stable `code` and the request's `x-request-id`.
