@@ -1,7 +1,7 @@
 //! The contract of [`MessageCache`]: a hit is always what storage would answer for the latest
 //! page. It never lacks an acknowledged message, never shows a deleted message or an old edit,
 //! and says `has_more` exactly when older messages exist. A fill is accepted only if nothing was
-//! written to the room since its ticket was handed out.
+//! written to the room since its ticket was handed out, and only once per ticket.
 
 use std::sync::Arc;
 
@@ -168,6 +168,28 @@ pub async fn fill_after_a_store_is_refused<C: MessageCache + ?Sized>(cache: Arc<
     all.push(next);
     cache.fill(room, &page(&all, false), ticket).await.expect("fill");
     assert_eq!(hit(&*cache, room, 10).await, page(&all, false));
+}
+
+pub async fn a_ticket_fills_at_most_once<C: MessageCache + ?Sized>(cache: Arc<C>) {
+    let room = RoomId::generate();
+    let mut all = messages(room, 1, 5);
+    let ticket = miss(&*cache, room, 10).await;
+    // Two readers missed with the same ticket. The slower one read storage before the sixth
+    // message committed, the faster one after, and the faster one's fill landed first; the
+    // report of the sixth is still on its way.
+    let sixth = message(room, 6);
+    let newer = [all.clone(), vec![sixth.clone()]].concat();
+    cache.fill(room, &page(&newer, false), ticket).await.expect("fill");
+    cache.fill(room, &page(&all, false), ticket).await.expect("fill");
+    stored(&*cache, &sixth).await;
+    let seventh = message(room, 7);
+    stored(&*cache, &seventh).await;
+
+    all.extend([sixth, seventh]);
+    miss_or_hit(&*cache, room, 10, |shown| {
+        assert_eq!(shown, &page(&all, false), "an older page filled with a used ticket hid a message");
+    })
+    .await;
 }
 
 pub async fn fill_after_an_edit_is_refused<C: MessageCache + ?Sized>(cache: Arc<C>) {

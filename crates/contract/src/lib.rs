@@ -125,6 +125,7 @@ macro_rules! message_cache_contract {
             message_after_a_gap_is_never_served_without_the_gap,
             repeated_store_report_changes_nothing,
             fill_after_a_store_is_refused,
+            a_ticket_fills_at_most_once,
             fill_after_an_edit_is_refused,
             fill_after_a_delete_is_refused,
             edits_replace_content_in_hits,

@@ -195,7 +195,9 @@ pub enum CachedPage {
 }
 
 /// What the cache knew of a room when it missed; a fill is refused if the room changed since,
-/// so a slow reader can never put back a message that was edited or deleted meanwhile.
+/// so a slow reader can never put back a message that was edited or deleted meanwhile, and a
+/// ticket fills at most once, so of readers that missed together a slower one can never replace
+/// a newer page with an older one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FillTicket(pub u64);
 

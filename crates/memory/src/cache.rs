@@ -5,7 +5,10 @@
 //! [`RECENT_MESSAGES`]), whether they are the room's `complete` history, whether they are
 //! `loaded` at all, and a `version` that every write report replaces. A miss hands out the
 //! version as its ticket, and a fill is kept only if the version is still the same, so a page
-//! read from storage before a write can never overwrite what the write reported.
+//! read from storage before a write can never overwrite what the write reported. A kept fill
+//! replaces the version too: readers that missed together share a ticket, and the page of one
+//! that read storage before a send committed must not replace the page of one that read after
+//! it (`last_seq` would still count the send, and its report would be dropped as known).
 //!
 //! Versions come from one counter per shard, never reused, so a ticket cannot match again
 //! after its room was evicted and read anew (no ABA). That also lets writes to rooms the cache
@@ -253,10 +256,12 @@ impl MessageCache for InMemoryMessageCache {
 
     async fn fill(&self, room: RoomId, page: &HistoryPage, ticket: FillTicket) -> DomainResult<()> {
         let mut shard = self.shards.of(&room);
+        let version = shard.next_version();
         if let Some(entry) = shard.used(room)
             && entry.version == ticket.0
         {
             entry.load(page);
+            entry.version = version; // the ticket fills at most once
         }
         Ok(())
     }

@@ -5,9 +5,10 @@
 //! Per room, `meta` holds the version (`v`), the highest seq reported (`last`), whether messages
 //! are `loaded`, whether they are the `complete` history and how many are held (`n`); `seqs`
 //! orders the held ids by seq and `msgs` holds each one's JSON and edit time. Every write report
-//! to a held room bumps `v`, and a fill is kept only if `v` still equals its ticket. A room's
-//! first version is random (up to 2^52), so a ticket handed out before the room expired cannot
-//! match its next life. Idle rooms expire after `cache_idle`.
+//! to a held room bumps `v`, and a fill is kept only if `v` still equals its ticket; a kept fill
+//! bumps `v` too, so a ticket fills at most once. A room's first version is random (up to 2^52),
+//! so a ticket handed out before the room expired cannot match its next life. Idle rooms expire
+//! after `cache_idle`.
 //!
 //! A write report that fails (Redis unreachable, or a timeout that leaves it unknown whether it
 //! ran) marks the room dirty on this instance: until a background task has invalidated the room
@@ -99,12 +100,16 @@ return out
     )
 });
 
-/// Loads `id, seq, edited, json` quadruples if the version is still the ticket.
+/// Loads `id, seq, edited, json` quadruples if the version is still the ticket, and uses the
+/// ticket up: readers that missed together hold the same ticket, and a page one of them read
+/// before a send committed must not replace the page of one that read after it (the room's
+/// `last` would still count the send, so its report would be dropped as already known).
 static FILL: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 local v = redis.call('HGET', M, 'v')
 if not v or v ~= ARGV[1] then return 0 end
+redis.call('HINCRBY', M, 'v', 1)
 redis.call('DEL', Z, H)
 local n, last = 0, tonumber(redis.call('HGET', M, 'last'))
 for i = 4, #ARGV, 4 do
