@@ -63,6 +63,13 @@ static LATEST: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 local limit, fresh, idle = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+-- Part of the room was evicted under memory pressure: storage answers. The new version goes
+-- back as Redis holds it, since Lua's tostring rounds numbers past 10^14.
+local function evicted()
+  unload()
+  redis.call('HINCRBY', M, 'v', 1)
+  return {0, redis.call('HGET', M, 'v')}
+end
 local v = redis.call('HGET', M, 'v')
 if not v then
   redis.call('DEL', Z, H)
@@ -73,11 +80,7 @@ end
 keep(idle)
 if redis.call('HGET', M, 'loaded') ~= '1' then return {0, v} end
 local n = redis.call('ZCARD', Z)
-if n ~= tonumber(redis.call('HGET', M, 'n')) then
-  -- Part of the room was evicted under memory pressure: storage answers.
-  unload()
-  return {0, tostring(redis.call('HINCRBY', M, 'v', 1))}
-end
+if n ~= tonumber(redis.call('HGET', M, 'n')) then return evicted() end
 local complete = redis.call('HGET', M, 'complete') == '1'
 if n < limit and not complete then return {0, v} end
 local out = {1, 0}
@@ -87,10 +90,7 @@ if limit > 0 and n > 0 then
   for i = 1, #ids do fields[i] = 'j:' .. ids[i] end
   local values = redis.call('HMGET', H, unpack(fields))
   for i = 1, #ids do
-    if not values[i] then
-      unload()
-      return {0, tostring(redis.call('HINCRBY', M, 'v', 1))}
-    end
+    if not values[i] then return evicted() end
     out[#out + 1] = values[i]
   end
 end
@@ -377,5 +377,38 @@ impl MessageCache for RedisMessageCache {
 
     async fn message_deleted(&self, room: RoomId, id: MessageId) -> DomainResult<()> {
         self.shared.write(&DELETED, room, vec![id.to_string(), self.shared.idle.clone()]).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fred::prelude::{HashesInterface, SortedSetsInterface};
+
+    use super::*;
+    use crate::testing::TestRedis;
+
+    #[tokio::test]
+    async fn a_room_evicted_in_part_misses_with_a_ticket_that_fills() {
+        let Some(redis) = TestRedis::connect().await else { return };
+        let cache = RedisMessageCache::new(redis.connection.clone());
+        let room = RoomId::generate();
+        let page = HistoryPage { messages: convo_contract::fixture::messages(room, 1, 5), has_more: false };
+        let CachedPage::Miss(ticket) = cache.latest(room, 10).await.expect("latest") else {
+            panic!("expected a miss");
+        };
+        cache.fill(room, &page, ticket).await.expect("fill");
+
+        // A version past 10^14, as most rooms' are, and one held message lost to eviction.
+        let [meta, seqs, _] = redis.connection.keys().cache(room);
+        let client = redis.connection.client(WHAT).expect("connected");
+        client.hset::<(), _, _>(&meta, ("v", "4000000000000000")).await.expect("hset");
+        client.zrem::<(), _, _>(&seqs, page.messages[0].id.to_string()).await.expect("zrem");
+
+        let CachedPage::Miss(ticket) = cache.latest(room, 10).await.expect("a miss, not an error") else {
+            panic!("expected a miss");
+        };
+        assert_eq!(ticket, FillTicket(4_000_000_000_000_001));
+        cache.fill(room, &page, ticket).await.expect("fill");
+        assert_eq!(cache.latest(room, 10).await.expect("latest"), CachedPage::Hit(page));
     }
 }
