@@ -24,6 +24,8 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a request waits for a pooled connection (or a new one) before the database counts as
 /// unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A pooled connection idle this long is pinged before use; busier ones are trusted.
+const STALE_CONNECTION_IDLE: Duration = Duration::from_secs(30);
 /// PostgreSQL: enough for concurrent requests of one instance, few enough that several instances
 /// stay well under the server's default `max_connections` of 100.
 const POSTGRES_MAX_CONNECTIONS: u32 = 10;
@@ -64,7 +66,13 @@ pub async fn connect(url: &str) -> Result<SqlStore, SqlError> {
     let shown = redact_url(url);
     let connect_error = |error: DbErr| SqlError::Connect { url: shown.clone(), reason: describe(&error) };
     let mut options = ConnectOptions::new(url);
-    options.acquire_timeout(ACQUIRE_TIMEOUT).sqlx_logging(false);
+    // sqlx pings every connection it hands out, a round trip before each query. Only a
+    // connection idle long enough to have been dropped (a database restart, a proxy's idle cut)
+    // is pinged; a broken one in use fails its query as a dependency failure, as before.
+    options
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire_if_idle_for(STALE_CONNECTION_IDLE)
+        .sqlx_logging(false);
 
     let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         options.max_connections(POSTGRES_MAX_CONNECTIONS);
