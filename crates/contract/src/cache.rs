@@ -50,7 +50,7 @@ fn page(messages: &[Message], has_more: bool) -> HistoryPage {
 }
 
 async fn stored<C: MessageCache + ?Sized>(cache: &C, message: &Message) {
-    cache.message_stored(message).await.expect("message stored");
+    cache.messages_stored(message.room_id, std::slice::from_ref(message)).await.expect("message stored");
 }
 
 /// Either a miss, or a hit that satisfies `check`: for writes whose effect an adapter may
@@ -117,6 +117,28 @@ pub async fn next_message_is_appended<C: MessageCache + ?Sized>(cache: Arc<C>) {
     }
     assert_eq!(hit(&*cache, room, 10).await, page(&all, false));
     assert_eq!(hit(&*cache, room, 2).await, page(&all[6..], true));
+}
+
+pub async fn a_batch_of_stored_messages_is_appended_in_order<C: MessageCache + ?Sized>(cache: Arc<C>) {
+    let room = RoomId::generate();
+    let mut all = messages(room, 1, 5);
+    load(&*cache, room, &all, false).await;
+    let batch = messages(room, 6, 9);
+    cache.messages_stored(room, &batch).await.expect("stored");
+    all.extend(batch);
+    assert_eq!(hit(&*cache, room, 10).await, page(&all, false));
+
+    // A batch after a gap (another instance's batch, reported late) is never served without
+    // the gap; once storage refills the room, all of it is.
+    let (late, early) = (messages(room, 10, 11), messages(room, 12, 13));
+    cache.messages_stored(room, &early).await.expect("stored");
+    miss(&*cache, room, 10).await;
+    cache.messages_stored(room, &late).await.expect("stored");
+    let ticket = miss(&*cache, room, 10).await;
+    all.extend(late);
+    all.extend(early);
+    cache.fill(room, &page(&all, false), ticket).await.expect("fill");
+    assert_eq!(hit(&*cache, room, 13).await, page(&all, false));
 }
 
 pub async fn first_message_of_an_empty_room_is_appended<C: MessageCache + ?Sized>(cache: Arc<C>) {

@@ -64,6 +64,97 @@ pub async fn insert_by_an_outsider_is_not_a_member_and_uses_no_seq<S: Storage + 
     assert_eq!(send(store, general.id, &ada, "first").await.seq, 1);
 }
 
+pub async fn a_batch_stores_the_good_messages_and_refuses_each_bad_one_alone<S: Storage + ?Sized>(
+    storage: Arc<S>,
+) {
+    let store = &*storage;
+    let ada = user(store, "ada").await;
+    let bob = user(store, "bob").await;
+    let eve = user(store, "eve").await;
+    let general = room(store, &ada, "general").await;
+    RoomRepository::join(store, general.id, bob.id, at(1)).await.expect("join");
+    let earlier =
+        store.insert(&new_message(general.id, &ada, "earlier", Some("k0"), 2)).await.expect("insert");
+
+    let batch = [
+        new_message(general.id, &ada, "one", None, 3),
+        new_message(general.id, &eve, "not a member", None, 3),
+        new_message(general.id, &ada, "a late retry", Some("k0"), 3),
+        new_message(general.id, &bob, "two", Some("k1"), 4),
+        new_message(general.id, &bob, "two, retried in the same batch", Some("k1"), 4),
+        new_message(general.id, &ada, "three", None, 5),
+    ];
+    let outcomes = store.insert_batch(general.id, &batch).await.expect("the batch as a whole");
+    assert_eq!(outcomes.len(), batch.len());
+
+    let created = |index: usize| match &outcomes[index] {
+        Ok(Posted { message, created: true }) => message.clone(),
+        other => panic!("message {index} should be stored: {other:?}"),
+    };
+    let (one, two, three) = (created(0), created(3), created(5));
+    assert_eq!([one.seq, two.seq, three.seq], [2, 3, 4], "consecutive seqs in batch order");
+    assert_eq!((two.author.username.as_str(), two.content.as_str()), ("bob", "two"));
+    assert_eq!(two.created_at, at(4));
+    assert!(matches!(&outcomes[1], Err(DomainError::NotAMember)), "{:?}", outcomes[1]);
+    assert!(matches!(&outcomes[2], Ok(Posted { message, created: false }) if *message == earlier.message));
+    assert!(matches!(&outcomes[4], Ok(Posted { message, created: false }) if *message == two));
+
+    let page = store.history(general.id, &HistoryQuery::latest(100)).await.expect("history");
+    assert_eq!(page.messages, vec![earlier.message, one, two, three], "as storage reads them back");
+    assert_eq!(RoomRepository::find(store, general.id).await.expect("find").expect("exists").last_seq, 4);
+    assert_eq!(send(store, general.id, &ada, "next").await.seq, 5, "the refused gave their seqs back");
+}
+
+pub async fn a_batch_of_refusals_only_uses_no_seq<S: Storage + ?Sized>(storage: Arc<S>) {
+    let store = &*storage;
+    let ada = user(store, "ada").await;
+    let eve = user(store, "eve").await;
+    let general = room(store, &ada, "general").await;
+
+    let batch = [new_message(general.id, &eve, "a", None, 1), new_message(general.id, &eve, "b", None, 1)];
+    let outcomes = store.insert_batch(general.id, &batch).await.expect("the batch as a whole");
+    assert!(outcomes.iter().all(|outcome| matches!(outcome, Err(DomainError::NotAMember))), "{outcomes:?}");
+    let missing = RoomId::generate();
+    let outcomes =
+        store.insert_batch(missing, &[new_message(missing, &ada, "a", None, 1)]).await.expect("the batch");
+    assert!(matches!(outcomes[..], [Err(DomainError::RoomNotFound)]), "{outcomes:?}");
+    assert_eq!(RoomRepository::find(store, general.id).await.expect("find").expect("exists").last_seq, 0);
+    assert_eq!(send(store, general.id, &ada, "first").await.seq, 1);
+}
+
+pub async fn concurrent_batches_interleave_without_gaps<S: Storage + ?Sized + 'static>(storage: Arc<S>) {
+    let store = &*storage;
+    let ada = user(store, "ada").await;
+    let general = room(store, &ada, "general").await;
+
+    // Eight batches of eight at once: each batch's seqs are consecutive, in batch order.
+    let tasks: Vec<_> = (0..8)
+        .map(|b| {
+            let (store, ada) = (Arc::clone(&storage), ada.clone());
+            tokio::spawn(async move {
+                let batch: Vec<_> =
+                    (0..8).map(|n| new_message(general.id, &ada, &format!("{b}.{n}"), None, 1)).collect();
+                store.insert_batch(general.id, &batch).await.expect("batch")
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for task in tasks {
+        let batch: Vec<i64> = task
+            .await
+            .expect("task")
+            .into_iter()
+            .map(|outcome| outcome.expect("stored").message.seq)
+            .collect();
+        assert!(batch.windows(2).all(|pair| pair[1] == pair[0] + 1), "{batch:?}");
+        seqs.extend(batch);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=64).collect::<Vec<_>>(), "no gap, no duplicate");
+    let (stored, _) = history(store, general.id, None, None, 100).await;
+    assert_eq!(stored, (1..=64).collect::<Vec<_>>());
+}
+
 pub async fn retry_with_the_same_client_message_id_returns_the_original<S: Storage + ?Sized>(
     storage: Arc<S>,
 ) {

@@ -303,9 +303,9 @@ impl RoomRepository for Store {
     }
 }
 
-#[async_trait]
-impl MessageRepository for Store {
-    async fn insert(&self, new: &NewMessage) -> DomainResult<Posted> {
+impl Store {
+    /// One message of a batch, stored or refused on its own.
+    fn insert_one(&self, new: &NewMessage) -> DomainResult<Posted> {
         let mut data = lock(&self.data);
         data.room_mut(new.room_id)?;
         if !data.is_member(new.room_id, new.author_id) {
@@ -335,6 +335,17 @@ impl MessageRepository for Store {
         data.last_message_at.insert(new.room_id, new.created_at);
         data.messages.push(message.clone());
         Ok(Posted { message, created: true })
+    }
+}
+
+#[async_trait]
+impl MessageRepository for Store {
+    async fn insert_batch(
+        &self,
+        _room: RoomId,
+        batch: &[NewMessage],
+    ) -> DomainResult<Vec<DomainResult<Posted>>> {
+        Ok(batch.iter().map(|new| self.insert_one(new)).collect())
     }
 
     async fn find(&self, id: MessageId) -> DomainResult<Option<Message>> {
@@ -408,7 +419,7 @@ impl MessageCache for NoCache {
     async fn fill(&self, _room: RoomId, _page: &HistoryPage, _ticket: FillTicket) -> DomainResult<()> {
         Ok(())
     }
-    async fn message_stored(&self, _message: &Message) -> DomainResult<()> {
+    async fn messages_stored(&self, _room: RoomId, _messages: &[Message]) -> DomainResult<()> {
         Ok(())
     }
     async fn message_edited(&self, _message: &Message) -> DomainResult<()> {

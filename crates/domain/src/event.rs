@@ -140,6 +140,14 @@ pub trait EventBus: Send + Sync {
     /// Delivers the event to every current subscriber of its [`Event::topic`], on every
     /// instance, without waiting for them; a topic nobody subscribes to drops it.
     async fn publish(&self, event: Event) -> DomainResult<()>;
+    /// Publishes the events in order, as [`Self::publish`] would one by one; an adapter may
+    /// send them together.
+    async fn publish_all(&self, events: Vec<Event>) -> DomainResult<()> {
+        for event in events {
+            self.publish(event).await?;
+        }
+        Ok(())
+    }
     /// A feed of the events published on `topic` from now on.
     async fn subscribe(&self, topic: Topic) -> DomainResult<Subscription>;
 }

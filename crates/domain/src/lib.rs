@@ -11,7 +11,9 @@
 //! - [`AuthService`]: register, log in, check a token or a session, issue and redeem the
 //!   single-use tickets that open a live connection, log out (one session or all).
 //! - [`RoomService`]: create, find, join and leave rooms and list their members.
-//! - [`MessageService`]: send, page, edit and delete messages.
+//! - [`MessageService`]: send, page, edit and delete messages. Sends to a room queue in its
+//!   sequencer and are stored a batch per transaction (group commit); the sequencer, not the
+//!   caller, caches and announces what it stored.
 //! - [`LiveService`]: the live side of a room: resume a stream after a seq, fill a gap,
 //!   subscribe to its events, typing and presence.
 //!
@@ -34,11 +36,13 @@
 //!
 //! ## Invariants an adapter must keep
 //!
-//! - **Seqs are gap-free and unique per room.** [`MessageRepository::insert`] gives the n-th
-//!   message stored in a room seq n, also under concurrent senders on several instances; a
-//!   deleted message is left out of every read and its seq is never reused.
+//! - **Seqs are gap-free and unique per room.** [`MessageRepository::insert_batch`] gives the
+//!   n-th message stored in a room seq n, in batch order, also under concurrent batches on
+//!   several instances; a refused message of a batch uses no seq and fails alone; a deleted
+//!   message is left out of every read and its seq is never reused.
 //! - **Sends are idempotent.** A second insert with the same (author, [`ClientMessageId`])
-//!   stores nothing and returns the first message with `created: false`, also when the two race.
+//!   stores nothing and returns the first message with `created: false`, also when the two race
+//!   or share a batch.
 //! - **Names are unique ignoring case**: emails, usernames ([`Username::key`]) and room names
 //!   ([`RoomName::key`]); a clash is [`DomainError::EmailTaken`], `UsernameTaken` or
 //!   `RoomNameTaken`, never a generic failure.

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::error::{DomainResult, Field, ValidationError};
+use crate::error::{DomainError, DomainResult, Field, ValidationError};
 use crate::id::{MessageId, RoomId, UserId};
 use crate::room::parse_limit;
 use crate::user::UserRef;
@@ -160,10 +160,24 @@ pub struct HistoryPage {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait MessageRepository: Send + Sync {
-    /// In one transaction: `RoomNotFound` unless the room exists, `NotAMember` unless the author
-    /// belongs to it, the existing message if (author, clientMessageId) was used before, and
-    /// otherwise the next seq of the room (no gap, no duplicate under concurrent senders).
-    async fn insert(&self, message: &NewMessage) -> DomainResult<Posted>;
+    /// Stores a batch of messages to one `room` (each one's `room_id`), in one transaction,
+    /// and answers each in its place: `RoomNotFound` unless the room exists, `NotAMember`
+    /// unless its author belongs to it, the existing message if (author, clientMessageId) was
+    /// used before (also by an earlier message of the same batch), and otherwise the room's
+    /// next seq, handed out in batch order: no gap and no duplicate under concurrent batches,
+    /// from this instance or any other. One message's refusal never fails the others; `Err`
+    /// means none was stored.
+    async fn insert_batch(
+        &self,
+        room: RoomId,
+        batch: &[NewMessage],
+    ) -> DomainResult<Vec<DomainResult<Posted>>>;
+
+    /// [`Self::insert_batch`] of one message.
+    async fn insert(&self, message: &NewMessage) -> DomainResult<Posted> {
+        let mut outcomes = self.insert_batch(message.room_id, std::slice::from_ref(message)).await?;
+        outcomes.pop().unwrap_or_else(|| Err(DomainError::internal("a batch of one came back empty")))
+    }
     /// A message that has not been deleted.
     async fn find(&self, id: MessageId) -> DomainResult<Option<Message>>;
     /// The message the author sent with this key, if any: what a retried send answers with.
@@ -212,8 +226,8 @@ pub trait MessageCache: Send + Sync {
     /// Offers the room's latest [`RECENT_MESSAGES`] messages read from storage after a miss;
     /// `has_more` says whether older ones exist.
     async fn fill(&self, room: RoomId, page: &HistoryPage, ticket: FillTicket) -> DomainResult<()>;
-    /// Records a message storage has just committed.
-    async fn message_stored(&self, message: &Message) -> DomainResult<()>;
+    /// Records messages of one room that storage has just committed, ascending by seq.
+    async fn messages_stored(&self, room: RoomId, messages: &[Message]) -> DomainResult<()>;
     /// Replaces a message with its edited version.
     async fn message_edited(&self, message: &Message) -> DomainResult<()>;
     /// Forgets a message storage has just deleted.

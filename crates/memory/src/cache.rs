@@ -266,9 +266,11 @@ impl MessageCache for InMemoryMessageCache {
         Ok(())
     }
 
-    async fn message_stored(&self, message: &Message) -> DomainResult<()> {
-        if let Some(entry) = self.shards.of(&message.room_id).written(message.room_id) {
-            entry.stored(message);
+    async fn messages_stored(&self, room: RoomId, messages: &[Message]) -> DomainResult<()> {
+        if let Some(entry) = self.shards.of(&room).written(room) {
+            for message in messages {
+                entry.stored(message);
+            }
         }
         Ok(())
     }
@@ -350,7 +352,7 @@ mod tests {
     async fn writes_to_rooms_not_held_take_no_memory() {
         let cache = InMemoryMessageCache::new(10);
         let room = RoomId::generate();
-        cache.message_stored(&message(room, 1)).await.expect("stored");
+        cache.messages_stored(room, &[message(room, 1)]).await.expect("stored");
         cache.message_edited(&message(room, 1)).await.expect("edited");
         cache.message_deleted(room, MessageId::generate()).await.expect("deleted");
         assert_eq!(cache.rooms(), 0);

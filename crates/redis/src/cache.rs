@@ -126,32 +126,38 @@ return 1
     )
 });
 
+/// Reports stored messages of the room, ascending by seq: `seq, id, edited, json` quadruples
+/// after the idle time and the number of messages held at most.
 static STORED: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 if redis.call('EXISTS', M) == 0 then return 0 end
 redis.call('HINCRBY', M, 'v', 1)
-local seq, id, idle, recent = tonumber(ARGV[1]), ARGV[2], ARGV[5], tonumber(ARGV[6])
+local idle, recent = ARGV[1], tonumber(ARGV[2])
 local last = tonumber(redis.call('HGET', M, 'last'))
-if seq <= last then
-  keep(idle)
-  return 0
-end
-if redis.call('HGET', M, 'loaded') == '1' then
-  if seq == last + 1 then
-    redis.call('ZADD', Z, seq, id)
-    redis.call('HSET', H, 'j:' .. id, ARGV[4], 'e:' .. id, ARGV[3])
-    local n = redis.call('HINCRBY', M, 'n', 1)
-    if n > recent then
-      local popped = redis.call('ZPOPMIN', Z, n - recent)
-      for i = 1, #popped, 2 do redis.call('HDEL', H, 'j:' .. popped[i], 'e:' .. popped[i]) end
-      redis.call('HSET', M, 'complete', 0, 'n', recent)
+local loaded = redis.call('HGET', M, 'loaded') == '1'
+for i = 3, #ARGV, 4 do
+  local seq, id = tonumber(ARGV[i]), ARGV[i + 1]
+  if seq > last then
+    if loaded then
+      if seq == last + 1 then
+        redis.call('ZADD', Z, seq, id)
+        redis.call('HSET', H, 'j:' .. id, ARGV[i + 3], 'e:' .. id, ARGV[i + 2])
+        local n = redis.call('HINCRBY', M, 'n', 1)
+        if n > recent then
+          local popped = redis.call('ZPOPMIN', Z, n - recent)
+          for j = 1, #popped, 2 do redis.call('HDEL', H, 'j:' .. popped[j], 'e:' .. popped[j]) end
+          redis.call('HSET', M, 'complete', 0, 'n', recent)
+        end
+      else
+        unload()
+        loaded = false
+      end
     end
-  else
-    unload()
+    last = seq
   end
 end
-redis.call('HSET', M, 'last', seq)
+redis.call('HSET', M, 'last', last)
 keep(idle)
 return 1
 ",
@@ -352,16 +358,20 @@ impl MessageCache for RedisMessageCache {
         self.shared.call(&FILL, room, args).await.map(drop)
     }
 
-    async fn message_stored(&self, message: &Message) -> DomainResult<()> {
-        let args = vec![
-            message.seq.to_string(),
-            message.id.to_string(),
-            edited_micros(message),
-            encode_message(message),
-            self.shared.idle.clone(),
-            RECENT_MESSAGES.to_string(),
-        ];
-        self.shared.write(&STORED, message.room_id, args).await
+    async fn messages_stored(&self, room: RoomId, messages: &[Message]) -> DomainResult<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut args = Vec::with_capacity(2 + 4 * messages.len());
+        args.push(self.shared.idle.clone());
+        args.push(RECENT_MESSAGES.to_string());
+        for message in messages {
+            args.push(message.seq.to_string());
+            args.push(message.id.to_string());
+            args.push(edited_micros(message));
+            args.push(encode_message(message));
+        }
+        self.shared.write(&STORED, room, args).await
     }
 
     async fn message_edited(&self, message: &Message) -> DomainResult<()> {

@@ -270,6 +270,38 @@ impl EventBus for RedisEventBus {
         Ok(())
     }
 
+    /// One pipeline for the whole batch: one round trip however many messages a commit stored.
+    async fn publish_all(&self, events: Vec<Event>) -> DomainResult<()> {
+        let shared = &self.shared;
+        let channels: Vec<String> =
+            events.iter().map(|event| shared.redis.keys().channel(event.topic())).collect();
+        let published = match shared.redis.client(WHAT) {
+            Ok(client) => {
+                let pipeline = client.pipeline();
+                for (channel, event) in channels.iter().zip(&events) {
+                    let payload =
+                        serde_json::to_string(&WireEvent::from(event)).map_err(DomainError::internal)?;
+                    let _: Result<(), _> = pipeline.publish(channel.clone(), payload).await;
+                }
+                shared.redis.run(WHAT, pipeline.all::<Vec<i64>>()).await
+            }
+            Err(error) => Err(error),
+        };
+        shared.note(published.as_ref().err());
+        if published.is_err() {
+            // Redis is unreachable: this instance's subscribers still hear of them.
+            let mut topics = shared.topics();
+            for (channel, event) in channels.iter().zip(events) {
+                if let Some(state) = topics.get_mut(channel)
+                    && state.armed
+                {
+                    state.deliver(event);
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn subscribe(&self, topic: Topic) -> DomainResult<Subscription> {
         let shared = &self.shared;
         let channel = shared.redis.keys().channel(topic);

@@ -1,6 +1,8 @@
 //! `MessageRepository`: storing messages with their per-room seq, history pages, edits and
 //! soft deletes.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use convo_domain::{
@@ -78,96 +80,219 @@ async fn read_by_client_id<C: ConnectionTrait>(
     Ok(row.map(to_message))
 }
 
-/// Why an insert did not happen.
-enum Refused {
-    RoomNotFound,
-    NotAMember,
+/// What the batch transaction decided for one message of the batch.
+enum Plan {
+    /// Refused on its own (not a member).
+    Refused(DomainError),
     /// The client key was used before: this is the message it named.
-    Duplicate(Message),
+    Existing(Message),
+    /// The same key as an earlier message of this batch, at this index.
+    SameAs(usize),
+    /// Stored with this seq.
+    Stored(i64),
 }
 
+/// How many times a batch is tried again after losing a race on a client key to a send in
+/// another room (the only race the room's row lock does not order).
+const KEY_RACE_RETRIES: usize = 2;
+
 impl SqlStore {
-    /// The insert transaction. `Ok(Err(..))` is a refusal (the transaction rolled back).
-    async fn try_insert(&self, new: &NewMessage) -> Result<Result<Message, Refused>, DbErr> {
-        let (room_id, author_id) = (new.room_id.as_uuid(), new.author_id.as_uuid());
-        let created_at = stored(new.created_at);
+    /// The batch transaction: reserve the batch's seqs under the room's row lock, check every
+    /// author's membership and key at once, insert what passed in one statement, commit.
+    async fn try_insert_batch(
+        &self,
+        room: RoomId,
+        batch: &[NewMessage],
+    ) -> Result<Vec<DomainResult<Posted>>, DbErr> {
+        let room_id = room.as_uuid();
+        let size = batch.len() as i64;
         let tx = self.write().await?;
 
-        // The first statement takes the room's row lock (PostgreSQL) while it hands out the
-        // next seq, so concurrent senders to a room queue here and each sees the seq the
-        // previous one committed: no gap, no duplicate. A rollback gives the seq back. On
-        // SQLite the whole transaction already holds the database's write lock.
-        let is_member = Query::select()
-            .expr(Expr::val(1))
-            .from(membership::Entity)
-            .and_where(membership::Column::RoomId.eq(room_id))
-            .and_where(membership::Column::UserId.eq(author_id))
-            .to_owned();
-        let next_seq = Query::update()
+        // The first statement takes the room's row lock (PostgreSQL), so concurrent batches to
+        // the room, from any instance, queue here and each sees the seq the previous one
+        // committed: no gap, no duplicate. On SQLite the transaction holds the write lock.
+        let reserve = Query::update()
             .table(room::Entity)
-            .value(room::Column::LastSeq, Expr::col(room::Column::LastSeq).add(1))
-            .value(room::Column::LastMessageAt, created_at)
+            .value(room::Column::LastSeq, Expr::col(room::Column::LastSeq).add(size))
+            .value(room::Column::LastMessageAt, latest_stamp(batch.iter()))
             .and_where(room::Column::Id.eq(room_id))
-            .and_where(Expr::exists(is_member))
             .returning_col(room::Column::LastSeq)
             .to_owned();
-        let Some(row) = tx.query_one(&next_seq).await? else {
-            let room = room::Entity::find_by_id(room_id).one(&*tx).await?;
+        let Some(row) = tx.query_one(&reserve).await? else {
             tx.rollback().await?;
-            return Ok(Err(if room.is_none() { Refused::RoomNotFound } else { Refused::NotAMember }));
+            return Ok(batch.iter().map(|_| Err(DomainError::RoomNotFound)).collect());
         };
-        let seq: i64 = row.try_get("", room::Column::LastSeq.as_str())?;
+        let first_seq = row.try_get::<i64>("", room::Column::LastSeq.as_str())? - size + 1;
 
-        if let Some(key) = &new.client_message_id {
-            // A send with the same key that committed before we got the room's lock.
-            if let Some(existing) = read_by_client_id(&*tx, author_id, key.as_str()).await? {
-                tx.rollback().await?;
-                return Ok(Err(Refused::Duplicate(existing)));
-            }
+        let mut authors: Vec<Uuid> = batch.iter().map(|new| new.author_id.as_uuid()).collect();
+        authors.sort_unstable();
+        authors.dedup();
+        let members: HashMap<Uuid, String> = membership::Entity::find()
+            .select_only()
+            .column(membership::Column::UserId)
+            .column(user::Column::Username)
+            .join(JoinType::InnerJoin, membership::Relation::User.def())
+            .filter(membership::Column::RoomId.eq(room_id))
+            .filter(membership::Column::UserId.is_in(authors))
+            .into_tuple::<(Uuid, String)>()
+            .all(&*tx)
+            .await?
+            .into_iter()
+            .collect();
+        let used = used_keys(&*tx, batch).await?;
+
+        let mut plans = Vec::with_capacity(batch.len());
+        let mut keys_in_batch: HashMap<(Uuid, &str), usize> = HashMap::new();
+        let mut next_seq = first_seq;
+        for (index, new) in batch.iter().enumerate() {
+            let author = new.author_id.as_uuid();
+            let key = new.client_message_id.as_ref().map(ClientMessageId::as_str);
+            plans.push(if !members.contains_key(&author) {
+                Plan::Refused(DomainError::NotAMember)
+            } else if let Some(existing) = key.and_then(|key| used.get(&(author, key.to_owned()))) {
+                Plan::Existing(existing.clone())
+            } else if let Some(&first) = key.and_then(|key| keys_in_batch.get(&(author, key))) {
+                Plan::SameAs(first)
+            } else {
+                if let Some(key) = key {
+                    keys_in_batch.insert((author, key), index);
+                }
+                next_seq += 1;
+                Plan::Stored(next_seq - 1)
+            });
         }
 
-        message::Entity::insert(message::ActiveModel {
-            id: Set(new.id.as_uuid()),
-            room_id: Set(room_id),
-            seq: Set(seq),
-            author_id: Set(author_id),
-            content: Set(new.content.as_str().to_owned()),
-            created_at: Set(created_at),
-            edited_at: Set(None),
-            deleted_at: Set(None),
-            client_message_id: Set(new.client_message_id.as_ref().map(|key| key.as_str().to_owned())),
-        })
-        .exec_without_returning(&*tx)
+        let stored_count = next_seq - first_seq;
+        if stored_count == 0 {
+            tx.rollback().await?;
+        } else {
+            if stored_count < size {
+                // Give back the seqs of the refused, so the room's seqs stay gap-free.
+                let stored_ones =
+                    batch.iter().zip(&plans).filter(|(_, plan)| matches!(plan, Plan::Stored(_)));
+                let give_back = Query::update()
+                    .table(room::Entity)
+                    .value(room::Column::LastSeq, next_seq - 1)
+                    .value(room::Column::LastMessageAt, latest_stamp(stored_ones.map(|(new, _)| new)))
+                    .and_where(room::Column::Id.eq(room_id))
+                    .to_owned();
+                tx.execute(&give_back).await?;
+            }
+            let rows = batch.iter().zip(&plans).filter_map(|(new, plan)| match plan {
+                Plan::Stored(seq) => Some(message::ActiveModel {
+                    id: Set(new.id.as_uuid()),
+                    room_id: Set(room_id),
+                    seq: Set(*seq),
+                    author_id: Set(new.author_id.as_uuid()),
+                    content: Set(new.content.as_str().to_owned()),
+                    created_at: Set(stored(new.created_at)),
+                    edited_at: Set(None),
+                    deleted_at: Set(None),
+                    client_message_id: Set(new.client_message_id.as_ref().map(|key| key.as_str().to_owned())),
+                }),
+                _ => None,
+            });
+            // Nothing is read back: the seqs, the authors' names and the stamps are all known.
+            message::Entity::insert_many(rows).exec_without_returning(&*tx).await?;
+            tx.commit().await?;
+        }
+
+        let mut outcomes: Vec<DomainResult<Posted>> = Vec::with_capacity(batch.len());
+        for (new, plan) in batch.iter().zip(plans) {
+            outcomes.push(match plan {
+                Plan::Refused(error) => Err(error),
+                Plan::Existing(message) => Ok(Posted { message, created: false }),
+                Plan::SameAs(first) => match &outcomes[first] {
+                    Ok(posted) => Ok(Posted { message: posted.message.clone(), created: false }),
+                    Err(_) => Err(DomainError::internal("a batch's first use of a key was not stored")),
+                },
+                Plan::Stored(seq) => {
+                    let username = members.get(&new.author_id.as_uuid()).cloned().unwrap_or_default();
+                    Ok(Posted { message: stored_message(new, seq, username), created: true })
+                }
+            });
+        }
+        Ok(outcomes)
+    }
+}
+
+/// The latest creation stamp of these messages, as storage keeps it.
+fn latest_stamp<'a>(messages: impl Iterator<Item = &'a NewMessage>) -> Option<DateTime<Utc>> {
+    messages.map(|new| stored(new.created_at)).max()
+}
+
+/// The messages stored earlier under the batch's (author, key) pairs, deleted ones included.
+async fn used_keys<C: ConnectionTrait>(
+    db: &C,
+    batch: &[NewMessage],
+) -> Result<HashMap<(Uuid, String), Message>, DbErr> {
+    let keyed: Vec<(Uuid, &str)> = batch
+        .iter()
+        .filter_map(|new| Some((new.author_id.as_uuid(), new.client_message_id.as_ref()?.as_str())))
+        .collect();
+    if keyed.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // Authors and keys are matched separately in SQL (portable, and both are indexed), then
+    // paired exactly here.
+    let rows = message_select()
+        .filter(message::Column::AuthorId.is_in(keyed.iter().map(|(author, _)| *author)))
+        .filter(message::Column::ClientMessageId.is_in(keyed.iter().map(|(_, key)| *key)))
+        .into_model::<MessageRow>()
+        .all(db)
         .await?;
-        let message = read_message(&*tx, new.id.as_uuid())
-            .await?
-            .ok_or_else(|| DbErr::RecordNotFound("the message just inserted".to_owned()))?;
-        tx.commit().await?;
-        Ok(Ok(message))
+    Ok(rows
+        .into_iter()
+        .map(to_message)
+        .filter_map(|message| {
+            let key = message.client_message_id.as_ref()?.as_str().to_owned();
+            keyed
+                .contains(&(message.author.id.as_uuid(), key.as_str()))
+                .then(|| ((message.author.id.as_uuid(), key), message))
+        })
+        .collect())
+}
+
+/// The message a batch stored, as it now reads from storage.
+fn stored_message(new: &NewMessage, seq: i64, author_username: String) -> Message {
+    Message {
+        id: new.id,
+        room_id: new.room_id,
+        seq,
+        author: UserRef { id: new.author_id, username: Username::from_trusted(author_username) },
+        content: new.content.clone(),
+        created_at: stored(new.created_at),
+        edited_at: None,
+        client_message_id: new.client_message_id.clone(),
     }
 }
 
 #[async_trait]
 impl MessageRepository for SqlStore {
-    async fn insert(&self, new: &NewMessage) -> DomainResult<Posted> {
-        match self.try_insert(new).await {
-            Ok(Ok(message)) => Ok(Posted { message, created: true }),
-            Ok(Err(Refused::RoomNotFound)) => Err(DomainError::RoomNotFound),
-            Ok(Err(Refused::NotAMember)) => Err(DomainError::NotAMember),
-            Ok(Err(Refused::Duplicate(message))) => Ok(Posted { message, created: false }),
-            // A concurrent send with the same key, in another room (so not queued behind the
-            // same lock), committed first: the unique index refused ours. Return the winner.
-            Err(error)
-                if new.client_message_id.is_some()
-                    && unique_violation(&error)
-                        .is_some_and(|message| message.contains("client_message_id")) =>
-            {
-                let key = new.client_message_id.as_ref().map(ClientMessageId::as_str).unwrap_or_default();
-                let existing =
-                    read_by_client_id(&self.db, new.author_id.as_uuid(), key).await.map_err(db_error)?;
-                existing.map(|message| Posted { message, created: false }).ok_or_else(|| db_error(error))
+    async fn insert_batch(
+        &self,
+        room: RoomId,
+        batch: &[NewMessage],
+    ) -> DomainResult<Vec<DomainResult<Posted>>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut retries = 0;
+        loop {
+            match self.try_insert_batch(room, batch).await {
+                Ok(outcomes) => return Ok(outcomes),
+                // A send with the same author and key, to another room, committed between our
+                // check and our insert: the unique index refused the batch. Try again; the
+                // check now finds it and refuses only that message.
+                Err(error)
+                    if retries < KEY_RACE_RETRIES
+                        && unique_violation(&error)
+                            .is_some_and(|message| message.contains("client_message_id")) =>
+                {
+                    retries += 1;
+                }
+                Err(error) => return Err(db_error(error)),
             }
-            Err(error) => Err(db_error(error)),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::{ChatUseCases, RoomRef};
+use super::{ChatUseCases, QueuedSend, RoomRef};
 use crate::error::{DomainError, DomainResult, ValidationError};
 use crate::event::Event;
 use crate::id::{MessageId, RoomId, UserId};
@@ -26,7 +26,21 @@ pub trait MessageService: Send + Sync {
         room: &RoomRef,
         content: MessageContent,
         client_message_id: Option<ClientMessageId>,
-    ) -> DomainResult<Posted>;
+    ) -> DomainResult<Posted> {
+        self.enqueue(author, room, content, client_message_id).await?.stored().await
+    }
+
+    /// The first half of [`Self::send`]: checks the send and queues it behind the sends queued
+    /// before it to the room, without waiting for it to be stored. A client that pipelines its
+    /// sends enqueues them one after another and awaits each [`QueuedSend`] later: its messages
+    /// keep their order. Once queued, a send is stored and announced even if nobody awaits it.
+    async fn enqueue(
+        &self,
+        author: UserId,
+        room: &RoomRef,
+        content: MessageContent,
+        client_message_id: Option<ClientMessageId>,
+    ) -> DomainResult<QueuedSend>;
 
     /// A page of the room's history, for a member. The latest page comes from the cache when
     /// it can answer.
@@ -42,18 +56,23 @@ pub trait MessageService: Send + Sync {
 
 #[async_trait]
 impl MessageService for ChatUseCases {
-    async fn send(
+    async fn enqueue(
         &self,
         author: UserId,
         room: &RoomRef,
         content: MessageContent,
         client_message_id: Option<ClientMessageId>,
-    ) -> DomainResult<Posted> {
+    ) -> DomainResult<QueuedSend> {
         let room_id = self.resolve(room).await?;
+        // A retry is answered before the rate limit, so it never spends a point. The batch
+        // checks the key again, for a retry that raced its original.
         if let Some(key) = &client_message_id
             && let Some(existing) = self.ports.messages.find_by_client_id(author, key).await?
         {
-            return self.retried_send(existing, room_id);
+            return Ok(QueuedSend::known(retried_send(
+                Posted { message: existing, created: false },
+                room_id,
+            )));
         }
 
         let key = format!("send:{author}");
@@ -63,24 +82,16 @@ impl MessageService for ChatUseCases {
             return Err(DomainError::RateLimited { retry_after });
         }
 
-        let message = NewMessage {
-            id: MessageId::generate(),
-            room_id,
-            author_id: author,
-            content,
-            client_message_id,
-            created_at: self.ports.clock.now(),
-        };
-        let posted = self.ports.messages.insert(&message).await?;
-        if !posted.created {
-            // Another request with the same key won the race.
-            return self.retried_send(posted.message, room_id);
-        }
-        if let Err(error) = self.ports.cache.message_stored(&posted.message).await {
-            tracing::warn!(%error, "could not cache a new message");
-        }
-        self.announce(Event::MessageCreated(posted.message.clone())).await;
-        Ok(posted)
+        self.sequencer
+            .enqueue(NewMessage {
+                id: MessageId::generate(),
+                room_id,
+                author_id: author,
+                content,
+                client_message_id,
+                created_at: self.ports.clock.now(),
+            })
+            .await
     }
 
     async fn history(&self, user: UserId, room: &RoomRef, query: &HistoryQuery) -> DomainResult<HistoryPage> {
@@ -135,18 +146,17 @@ impl MessageService for ChatUseCases {
     }
 }
 
-impl ChatUseCases {
-    /// A retried send: the original message, provided the key was used for the same room.
-    fn retried_send(&self, existing: Message, room: RoomId) -> DomainResult<Posted> {
-        if existing.room_id != room {
-            return Err(ValidationError::new(
-                crate::error::Field::ClientMessageId,
-                "was already used for a message in another room",
-            )
-            .into());
-        }
-        Ok(Posted { message: existing, created: false })
+/// The answer to a stored send: a new message as is; for a retry (`created: false`) the original
+/// message, provided its key was used for the same room.
+pub(super) fn retried_send(posted: Posted, room: RoomId) -> DomainResult<Posted> {
+    if !posted.created && posted.message.room_id != room {
+        return Err(ValidationError::new(
+            crate::error::Field::ClientMessageId,
+            "was already used for a message in another room",
+        )
+        .into());
     }
+    Ok(posted)
 }
 
 /// The last `limit` messages of a latest-page read.
@@ -189,17 +199,23 @@ mod tests {
         let returned = stored.clone();
         mocks
             .messages
-            .expect_insert()
-            .withf(move |new| {
-                new.room_id == room && new.author_id == author && new.content.as_str() == "hello"
+            .expect_insert_batch()
+            .withf(move |in_room, batch| {
+                *in_room == room
+                    && matches!(batch, [new] if new.room_id == room && new.author_id == author && new.content.as_str() == "hello")
             })
             .times(1)
-            .returning(move |_| Ok(Posted { message: returned.clone(), created: true }));
-        mocks.cache.expect_message_stored().with(eq(stored.clone())).times(1).returning(|_| Ok(()));
+            .returning(move |_, _| Ok(vec![Ok(Posted { message: returned.clone(), created: true })]));
+        mocks
+            .cache
+            .expect_messages_stored()
+            .with(eq(room), eq(vec![stored.clone()]))
+            .times(1)
+            .returning(|_, _| Ok(()));
         mocks
             .events
-            .expect_publish()
-            .with(eq(Event::MessageCreated(stored.clone())))
+            .expect_publish_all()
+            .with(eq(vec![Event::MessageCreated(stored.clone())]))
             .times(1)
             .returning(|_| Ok(()));
 
@@ -221,8 +237,8 @@ mod tests {
             .with(eq(author), eq(key.clone()))
             .returning(move |_, _| Ok(Some(found.clone())));
         mocks.limiter.expect_acquire().never();
-        mocks.messages.expect_insert().never();
-        mocks.events.expect_publish().never();
+        mocks.messages.expect_insert_batch().never();
+        mocks.events.expect_publish_all().never();
 
         let posted = mocks.service().send(author, &RoomRef::Id(room), content(), Some(key)).await.unwrap();
         assert!(!posted.created);
@@ -254,7 +270,7 @@ mod tests {
             .limiter
             .expect_acquire()
             .returning(|_, _| Ok(RateDecision::Limited { retry_after: Duration::from_millis(2500) }));
-        mocks.messages.expect_insert().never();
+        mocks.messages.expect_insert_batch().never();
         let error = mocks
             .service()
             .send(UserId::generate(), &RoomRef::Id(RoomId::generate()), content(), None)

@@ -7,6 +7,7 @@
 mod live;
 mod messages;
 mod rooms;
+mod sequencer;
 #[cfg(test)]
 mod test_support;
 
@@ -31,6 +32,7 @@ pub use messages::MockMessageService;
 #[cfg(any(test, feature = "mocks"))]
 pub use rooms::MockRoomService;
 pub use rooms::RoomService;
+pub use sequencer::{MAX_BATCH, QueuedSend};
 
 /// How a request names a room: by id, or by name as the original service did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +68,8 @@ pub struct ChatPorts {
 /// [`MessageService`] and [`LiveService`] the api calls.
 pub struct ChatUseCases {
     ports: ChatPorts,
+    /// Where sends queue per room, to be stored in batches.
+    sequencer: Arc<sequencer::Sequencer>,
     /// Messages per user per window, REST and WebSocket together.
     send_limit: RateLimit,
 }
@@ -79,7 +83,15 @@ impl std::fmt::Debug for ChatUseCases {
 impl ChatUseCases {
     /// The use cases over these ports, with this limit on sending.
     pub fn new(ports: ChatPorts, send_limit: RateLimit) -> Self {
-        Self { ports, send_limit }
+        let sequencer = sequencer::Sequencer::new(
+            sequencer::SequencerPorts {
+                messages: Arc::clone(&ports.messages),
+                cache: Arc::clone(&ports.cache),
+                events: Arc::clone(&ports.events),
+            },
+            messages::retried_send,
+        );
+        Self { ports, sequencer, send_limit }
     }
 
     async fn resolve(&self, room: &RoomRef) -> DomainResult<RoomId> {

@@ -1,0 +1,412 @@
+//! Group commit: the sends to one room, from every request and connection of this instance,
+//! are queued in the room's sequencer and stored a batch at a time, one transaction per batch.
+//!
+//! A room's worker takes whatever queued while its previous batch was being stored (up to
+//! [`MAX_BATCH`]), hands the batch to [`MessageRepository::insert_batch`], reports the stored
+//! messages to the cache and the event bus, and only then answers each send. Storage assigns
+//! seqs in batch order and batches one after another, so one sender's messages keep the order
+//! they were queued in. The worker owns the effects that follow a commit: a request that is
+//! cancelled once its send is queued still has its message stored, cached and announced.
+//!
+//! A worker that has nothing to do for [`IDLE`] retires, so quiet rooms cost nothing.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{DomainError, DomainResult};
+use crate::event::{Event, EventBus};
+use crate::id::RoomId;
+use crate::message::{Message, MessageCache, MessageRepository, NewMessage, Posted};
+use crate::sync::lock;
+
+/// The most sends stored in one transaction.
+pub const MAX_BATCH: usize = 256;
+/// Sends queued per room beyond the batch being stored; past this, senders wait their turn.
+const QUEUE: usize = 4 * MAX_BATCH;
+/// A room's worker retires after this long with nothing to store.
+const IDLE: Duration = Duration::from_secs(10);
+
+/// A send queued in its room's sequencer. [`QueuedSend::stored`] resolves once its batch is
+/// committed, cached and announced; dropping it does not withdraw the send.
+#[derive(Debug)]
+pub struct QueuedSend(Outcome);
+
+#[derive(Debug)]
+enum Outcome {
+    Known(DomainResult<Posted>),
+    Pending(oneshot::Receiver<DomainResult<Posted>>),
+}
+
+impl QueuedSend {
+    /// A send whose outcome was known without queuing it (a retry answered from storage, for
+    /// instance), or a stand-in in tests.
+    pub fn known(outcome: DomainResult<Posted>) -> Self {
+        Self(Outcome::Known(outcome))
+    }
+
+    /// The stored message (`created: false` for a retry), or why it was refused.
+    pub async fn stored(self) -> DomainResult<Posted> {
+        match self.0 {
+            Outcome::Known(outcome) => outcome,
+            Outcome::Pending(receiver) => receiver.await.unwrap_or_else(|_| {
+                Err(DomainError::internal("a room's sequencer stopped before answering"))
+            }),
+        }
+    }
+}
+
+/// What the sequencer writes to and tells.
+#[derive(Clone)]
+pub(super) struct SequencerPorts {
+    pub(super) messages: Arc<dyn MessageRepository>,
+    pub(super) cache: Arc<dyn MessageCache>,
+    pub(super) events: Arc<dyn EventBus>,
+}
+
+/// How a worker's verdict on each stored message is turned into the send's answer (a retry
+/// whose key was used in another room is refused, for instance).
+pub(super) type Verdict = fn(Posted, RoomId) -> DomainResult<Posted>;
+
+/// The per-room queues of this instance.
+pub(super) struct Sequencer {
+    ports: SequencerPorts,
+    verdict: Verdict,
+    rooms: Mutex<HashMap<RoomId, Worker>>,
+    next_worker: AtomicU64,
+}
+
+/// A room's running worker: its queue, and a number telling it apart from a successor.
+struct Worker {
+    id: u64,
+    queue: mpsc::Sender<Pending>,
+}
+
+struct Pending {
+    message: NewMessage,
+    answer: oneshot::Sender<DomainResult<Posted>>,
+}
+
+impl Sequencer {
+    pub(super) fn new(ports: SequencerPorts, verdict: Verdict) -> Arc<Self> {
+        Arc::new(Self { ports, verdict, rooms: Mutex::new(HashMap::new()), next_worker: AtomicU64::new(0) })
+    }
+
+    /// Queues the message behind every send queued before it to its room. Waits only while
+    /// the room's queue is full.
+    pub(super) async fn enqueue(self: &Arc<Self>, message: NewMessage) -> DomainResult<QueuedSend> {
+        let room = message.room_id;
+        let (answer, receiver) = oneshot::channel();
+        let mut pending = Pending { message, answer };
+        // A worker only stops while nobody holds its queue, so a second try is for a worker
+        // that died (a panic, or a runtime shutting down).
+        for _ in 0..2 {
+            let queue = self.queue(room);
+            match queue.send(pending).await {
+                Ok(()) => return Ok(QueuedSend(Outcome::Pending(receiver))),
+                Err(mpsc::error::SendError(back)) => pending = back,
+            }
+        }
+        Err(DomainError::internal("a room's sequencer is not running"))
+    }
+
+    /// The room's queue, starting its worker if it has none.
+    fn queue(self: &Arc<Self>, room: RoomId) -> mpsc::Sender<Pending> {
+        let mut rooms = lock(&self.rooms);
+        if let Some(worker) = rooms.get(&room)
+            && !worker.queue.is_closed()
+        {
+            return worker.queue.clone();
+        }
+        let id = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        rooms.insert(room, Worker { id, queue: queue.clone() });
+        tokio::spawn(Arc::clone(self).run(room, id, receiver));
+        queue
+    }
+
+    async fn run(self: Arc<Self>, room: RoomId, id: u64, mut queue: mpsc::Receiver<Pending>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            match tokio::time::timeout(IDLE, queue.recv()).await {
+                Ok(Some(first)) => batch.push(first),
+                Ok(None) => return,
+                Err(_idle) if self.retire(room, id, &queue) => return,
+                Err(_idle) => continue,
+            }
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(pending) => batch.push(pending),
+                    Err(_) => break,
+                }
+            }
+            self.store(room, &mut batch).await;
+        }
+    }
+
+    /// Whether the worker may stop: nothing is queued and no sender holds its queue. Senders
+    /// take the queue under the same lock, so none can be on its way in.
+    fn retire(&self, room: RoomId, id: u64, queue: &mpsc::Receiver<Pending>) -> bool {
+        let mut rooms = lock(&self.rooms);
+        match rooms.get(&room) {
+            Some(worker) if worker.id == id => {
+                if worker.queue.strong_count() > 1 || !queue.is_empty() {
+                    return false;
+                }
+                rooms.remove(&room);
+                true
+            }
+            // Replaced: the room's sends go to the successor.
+            _ => true,
+        }
+    }
+
+    /// Stores one batch, reports what was stored, then answers every send of the batch.
+    async fn store(&self, room: RoomId, batch: &mut Vec<Pending>) {
+        let (messages, answers): (Vec<NewMessage>, Vec<_>) =
+            batch.drain(..).map(|pending| (pending.message, pending.answer)).unzip();
+        let outcomes = match self.ports.messages.insert_batch(room, &messages).await {
+            Ok(outcomes) if outcomes.len() == messages.len() => outcomes,
+            Ok(_) => {
+                let error =
+                    DomainError::internal("storage answered a batch with the wrong number of outcomes");
+                tracing::error!(%error, "a batch of sends failed");
+                messages.iter().map(|_| Err(copy_of(&error))).collect()
+            }
+            Err(error) => {
+                tracing::warn!(%error, sends = messages.len(), "a batch of sends failed");
+                messages.iter().map(|_| Err(copy_of(&error))).collect()
+            }
+        };
+
+        let created: Vec<Message> = outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                Ok(posted) if posted.created => Some(posted.message.clone()),
+                _ => None,
+            })
+            .collect();
+        if !created.is_empty() {
+            // Stored already, so a failure here is logged, not reported as a failed send.
+            if let Err(error) = self.ports.cache.messages_stored(room, &created).await {
+                tracing::warn!(%error, "could not cache new messages");
+            }
+            let events = created.into_iter().map(Event::MessageCreated).collect();
+            if let Err(error) = self.ports.events.publish_all(events).await {
+                tracing::warn!(%error, "could not publish new messages");
+            }
+        }
+
+        for (answer, outcome) in answers.into_iter().zip(outcomes) {
+            // A sender that went away still had its message stored and announced.
+            let _ = answer.send(outcome.and_then(|posted| (self.verdict)(posted, room)));
+        }
+    }
+}
+
+/// The same failure for every send of a batch that failed as a whole.
+fn copy_of(error: &DomainError) -> DomainError {
+    match error {
+        DomainError::Unavailable { what, source } => DomainError::unavailable(what, source.to_string()),
+        other => DomainError::internal(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use mockall::predicate::eq;
+
+    use super::*;
+    use crate::chat::test_support::{Mocks, message};
+    use crate::chat::{MessageService, RoomRef};
+    use crate::error::Field;
+    use crate::id::UserId;
+    use crate::message::{ClientMessageId, MessageContent};
+    use crate::rate_limit::RateDecision;
+
+    fn allow_every_send(mocks: &mut Mocks) {
+        mocks.limiter.expect_acquire().returning(|_, _| Ok(RateDecision::Allowed { remaining: 1 }));
+    }
+
+    fn content(text: &str) -> MessageContent {
+        MessageContent::parse(text).unwrap()
+    }
+
+    /// What storage answers for a batch: each message stored with the next seq from `first`.
+    fn stored_from(first: i64, batch: &[NewMessage]) -> Vec<DomainResult<Posted>> {
+        (first..)
+            .zip(batch)
+            .map(|(seq, new)| {
+                let mut message = message(new.room_id, new.author_id, seq);
+                message.id = new.id;
+                message.content = new.content.clone();
+                Ok(Posted { message, created: true })
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn sends_queued_while_the_worker_is_busy_are_stored_in_one_batch_in_queue_order() {
+        let (room, author) = (RoomId::generate(), UserId::generate());
+        let mut mocks = Mocks::new();
+        allow_every_send(&mut mocks);
+        mocks
+            .messages
+            .expect_insert_batch()
+            .withf(move |in_room, batch| {
+                let contents: Vec<&str> = batch.iter().map(|new| new.content.as_str()).collect();
+                *in_room == room && contents == ["0", "1", "2", "3", "4"]
+            })
+            .times(1)
+            .returning(|_, batch| Ok(stored_from(1, batch)));
+        mocks
+            .cache
+            .expect_messages_stored()
+            .withf(|_, messages| messages.iter().map(|m| m.seq).eq(1..=5))
+            .times(1)
+            .returning(|_, _| Ok(()));
+        mocks.events.expect_publish_all().withf(|events| events.len() == 5).times(1).returning(|_| Ok(()));
+        let service = mocks.service();
+
+        // On this single-threaded runtime the worker runs only once the test waits, so all five
+        // are queued by then.
+        let mut queued = Vec::new();
+        for n in 0..5 {
+            queued.push(
+                service.enqueue(author, &RoomRef::Id(room), content(&n.to_string()), None).await.unwrap(),
+            );
+        }
+        for (expected_seq, send) in (1..).zip(queued) {
+            assert_eq!(send.stored().await.unwrap().message.seq, expected_seq);
+        }
+    }
+
+    #[tokio::test]
+    async fn one_refused_send_fails_alone_and_only_stored_messages_are_cached_and_announced() {
+        let (room, author) = (RoomId::generate(), UserId::generate());
+        let elsewhere = message(RoomId::generate(), author, 9);
+        let earlier = message(room, author, 1);
+        let mut mocks = Mocks::new();
+        allow_every_send(&mut mocks);
+        let (from_elsewhere, from_earlier) = (elsewhere.clone(), earlier.clone());
+        mocks.messages.expect_find_by_client_id().returning(|_, _| Ok(None));
+        mocks.messages.expect_insert_batch().times(1).returning(move |_, batch| {
+            let mut outcomes = stored_from(2, &batch[..1]);
+            outcomes.push(Err(DomainError::NotAMember));
+            outcomes.push(Ok(Posted { message: from_earlier.clone(), created: false }));
+            outcomes.push(Ok(Posted { message: from_elsewhere.clone(), created: false }));
+            Ok(outcomes)
+        });
+        mocks
+            .cache
+            .expect_messages_stored()
+            .withf(|_, messages| messages.iter().map(|m| m.seq).eq([2]))
+            .times(1)
+            .returning(|_, _| Ok(()));
+        mocks.events.expect_publish_all().withf(|events| events.len() == 1).times(1).returning(|_| Ok(()));
+        let service = mocks.service();
+
+        let mut queued = Vec::new();
+        for n in 0..4 {
+            let key = ClientMessageId::parse(&format!("k{n}")).unwrap();
+            queued.push(service.enqueue(author, &RoomRef::Id(room), content("hi"), Some(key)).await.unwrap());
+        }
+        let mut outcomes = Vec::new();
+        for send in queued {
+            outcomes.push(send.stored().await);
+        }
+        assert!(matches!(&outcomes[0], Ok(posted) if posted.created && posted.message.seq == 2));
+        assert!(matches!(&outcomes[1], Err(DomainError::NotAMember)), "{:?}", outcomes[1]);
+        assert!(matches!(&outcomes[2], Ok(posted) if !posted.created && posted.message == earlier));
+        assert!(
+            matches!(&outcomes[3], Err(DomainError::Validation(v)) if v.field == Field::ClientMessageId),
+            "{:?}",
+            outcomes[3]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_fails_as_a_whole_fails_every_send_and_announces_nothing() {
+        let room = RoomId::generate();
+        let mut mocks = Mocks::new();
+        allow_every_send(&mut mocks);
+        mocks
+            .messages
+            .expect_insert_batch()
+            .times(1)
+            .returning(|_, _| Err(DomainError::unavailable("database", "connection refused")));
+        mocks.cache.expect_messages_stored().never();
+        mocks.events.expect_publish_all().never();
+        let service = mocks.service();
+
+        let first =
+            service.enqueue(UserId::generate(), &RoomRef::Id(room), content("a"), None).await.unwrap();
+        let second =
+            service.enqueue(UserId::generate(), &RoomRef::Id(room), content("b"), None).await.unwrap();
+        for send in [first, second] {
+            let error = send.stored().await.unwrap_err();
+            assert!(matches!(error, DomainError::Unavailable { what: "database", .. }), "{error:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_send_nobody_waits_for_is_still_stored_cached_and_announced() {
+        let room = RoomId::generate();
+        let announced = Arc::new(AtomicBool::new(false));
+        let mut mocks = Mocks::new();
+        allow_every_send(&mut mocks);
+        mocks.messages.expect_insert_batch().times(1).returning(|_, batch| Ok(stored_from(1, batch)));
+        mocks.cache.expect_messages_stored().times(1).returning(|_, _| Ok(()));
+        let flag = Arc::clone(&announced);
+        mocks.events.expect_publish_all().times(1).returning(move |_| {
+            flag.store(true, Ordering::SeqCst);
+            Ok(())
+        });
+        let service = mocks.service();
+
+        // The request is cancelled right after its send was queued.
+        drop(service.enqueue(UserId::generate(), &RoomRef::Id(room), content("a"), None).await.unwrap());
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !announced.load(Ordering::SeqCst) {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the worker stores and announces the abandoned send");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_worker_retires_and_a_later_send_starts_a_new_one() {
+        let room = RoomId::generate();
+        let mut messages = crate::message::MockMessageRepository::new();
+        messages.expect_insert_batch().times(2).returning(|_, batch| Ok(stored_from(1, batch)));
+        let mut cache = crate::message::MockMessageCache::new();
+        cache.expect_messages_stored().with(eq(room), mockall::predicate::always()).returning(|_, _| Ok(()));
+        let mut events = crate::event::MockEventBus::new();
+        events.expect_publish_all().returning(|_| Ok(()));
+        let sequencer = Sequencer::new(
+            SequencerPorts { messages: Arc::new(messages), cache: Arc::new(cache), events: Arc::new(events) },
+            |posted, _| Ok(posted),
+        );
+        let new = |content: &str| NewMessage {
+            id: crate::id::MessageId::generate(),
+            room_id: room,
+            author_id: UserId::generate(),
+            content: MessageContent::parse(content).unwrap(),
+            client_message_id: None,
+            created_at: chrono::Utc::now(),
+        };
+
+        sequencer.enqueue(new("a")).await.unwrap().stored().await.unwrap();
+        assert_eq!(lock(&sequencer.rooms).len(), 1);
+        tokio::time::sleep(IDLE * 2).await;
+        assert!(lock(&sequencer.rooms).is_empty(), "the idle worker retired");
+        sequencer.enqueue(new("b")).await.unwrap().stored().await.unwrap();
+        assert_eq!(lock(&sequencer.rooms).len(), 1);
+    }
+}
