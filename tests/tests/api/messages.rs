@@ -126,18 +126,22 @@ async fn the_sixth_message_inside_the_window_is_rate_limited() {
     assert_eq!(seqs(&page), [1, 2, 3, 4, 5, 6]);
 }
 
+/// Concurrent senders into one room, so that sends share batches.
+const SENDERS: usize = 64;
+const PER_SENDER: usize = 2;
+
 async fn concurrent_senders_get_gapless_seqs(app: TestApp) {
     let owner = app.register("host").await;
     let room = app.create_room(&owner, "busy").await;
     let mut senders = Vec::new();
-    for n in 0..16 {
+    for n in 0..SENDERS {
         let user = app.register(&format!("sender{n}")).await;
         app.join(&user, &room).await;
         senders.push(user);
     }
     let sends = senders.iter().flat_map(|user| {
         let (app, room) = (&app, &room);
-        (0..3).map(move |k| async move {
+        (0..PER_SENDER).map(move |k| async move {
             let message = expect_status(
                 app.send(user, room, &format!("{} #{k}", user.username)).await,
                 StatusCode::CREATED,
@@ -147,21 +151,23 @@ async fn concurrent_senders_get_gapless_seqs(app: TestApp) {
         })
     });
     let assigned: Vec<i64> = futures_util::future::join_all(sends).await;
+    let total = (SENDERS * PER_SENDER) as i64;
     let unique: BTreeSet<i64> = assigned.iter().copied().collect();
-    assert_eq!(unique.len(), 48, "no duplicate seqs: {assigned:?}");
-    assert_eq!(unique, (1..=48).collect::<BTreeSet<_>>(), "no gaps");
+    assert_eq!(unique.len() as i64, total, "no duplicate seqs: {assigned:?}");
+    assert_eq!(unique, (1..=total).collect::<BTreeSet<_>>(), "no gaps");
 
-    let stored = seqs(&app.history(&owner, &format!("roomId={room}&after=0&limit=100")).await);
-    assert_eq!(stored, (1..=48).collect::<Vec<_>>());
+    let mut stored = seqs(&app.history(&owner, &format!("roomId={room}&after=0&limit=100")).await);
+    stored.extend(seqs(&app.history(&owner, &format!("roomId={room}&after=100&limit=100")).await));
+    assert_eq!(stored, (1..=total).collect::<Vec<_>>());
 }
 
 #[tokio::test]
-async fn sixteen_concurrent_senders_get_seqs_1_to_48_on_sqlite() {
+async fn sixty_four_concurrent_senders_get_seqs_1_to_128_on_sqlite() {
     concurrent_senders_get_gapless_seqs(spawn_app().await).await;
 }
 
 #[tokio::test]
-async fn sixteen_concurrent_senders_get_seqs_1_to_48_on_postgres() {
+async fn sixty_four_concurrent_senders_get_seqs_1_to_128_on_postgres() {
     if let Some(app) = spawn_app_with(Backend::Postgres, &[]).await {
         concurrent_senders_get_gapless_seqs(app).await;
     }
