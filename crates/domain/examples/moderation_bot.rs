@@ -352,19 +352,6 @@ impl MessageRepository for Store {
         Ok(lock(&self.data).messages.iter().find(|message| message.id == id).cloned())
     }
 
-    async fn find_by_client_id(
-        &self,
-        author: UserId,
-        key: &ClientMessageId,
-    ) -> DomainResult<Option<Message>> {
-        let data = lock(&self.data);
-        let found = data
-            .messages
-            .iter()
-            .find(|message| message.author.id == author && message.client_message_id.as_ref() == Some(key));
-        Ok(found.cloned())
-    }
-
     async fn history(&self, room: RoomId, query: &HistoryQuery) -> DomainResult<HistoryPage> {
         let data = lock(&self.data);
         let in_range: Vec<&Message> = data

@@ -180,12 +180,6 @@ pub trait MessageRepository: Send + Sync {
     }
     /// A message that has not been deleted.
     async fn find(&self, id: MessageId) -> DomainResult<Option<Message>>;
-    /// The message the author sent with this key, if any: what a retried send answers with.
-    async fn find_by_client_id(
-        &self,
-        author: UserId,
-        client_message_id: &ClientMessageId,
-    ) -> DomainResult<Option<Message>>;
     /// Deleted messages are left out; their seqs stay unused.
     async fn history(&self, room: RoomId, query: &HistoryQuery) -> DomainResult<HistoryPage>;
     /// Replaces the content and sets `edited_at`; `MessageNotFound` if it is gone.

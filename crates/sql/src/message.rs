@@ -64,22 +64,6 @@ async fn read_message<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Option<Mes
     Ok(row.map(to_message))
 }
 
-/// The message an author sent with a client key, deleted or not: the key stays used after a
-/// delete, so that a late retry gets the original back instead of posting it again.
-async fn read_by_client_id<C: ConnectionTrait>(
-    db: &C,
-    author: Uuid,
-    client_message_id: &str,
-) -> Result<Option<Message>, DbErr> {
-    let row = message_select()
-        .filter(message::Column::AuthorId.eq(author))
-        .filter(message::Column::ClientMessageId.eq(client_message_id))
-        .into_model::<MessageRow>()
-        .one(db)
-        .await?;
-    Ok(row.map(to_message))
-}
-
 /// What the batch transaction decided for one message of the batch.
 enum Plan {
     /// Refused on its own (not a member).
@@ -305,14 +289,6 @@ impl MessageRepository for SqlStore {
             .await
             .map_err(db_error)?;
         Ok(row.map(to_message))
-    }
-
-    async fn find_by_client_id(
-        &self,
-        author: UserId,
-        client_message_id: &ClientMessageId,
-    ) -> DomainResult<Option<Message>> {
-        read_by_client_id(&self.db, author.as_uuid(), client_message_id.as_str()).await.map_err(db_error)
     }
 
     async fn history(&self, room: RoomId, query: &HistoryQuery) -> DomainResult<HistoryPage> {

@@ -77,7 +77,8 @@ async fn sending_needs_membership_of_an_existing_room_and_valid_content() {
 
 #[tokio::test]
 async fn a_retried_client_message_id_returns_the_original_and_creates_nothing() {
-    let app = spawn_app().await;
+    // One long window, so the count below cannot straddle two.
+    let app = spawn_app_with(Backend::Sqlite, &[("RATE_LIMIT_DURATION", "3600")]).await.unwrap();
     let user = app.register("retrier").await;
     let room = app.create_room(&user, "retries").await;
     let body = json!({"roomId": room, "content": "once", "clientMessageId": "c-1"});
@@ -99,10 +100,17 @@ async fn a_retried_client_message_id_returns_the_original_and_creates_nothing() 
     let page = app.history(&user, &format!("roomId={room}")).await;
     assert_eq!(seqs(&page), [1]);
 
-    // Retries do not spend the rate limit: four more distinct sends still fit in the window of 5.
-    for n in 0..4 {
-        expect_status(app.send(&user, &room, &format!("more {n}")).await, StatusCode::CREATED).await;
-    }
+    // A retry counts like any send (the original and three retries are 4 of the 5 points),
+    // though it stores nothing.
+    expect_status(app.send(&user, &room, "one more").await, StatusCode::CREATED).await;
+    expect_problem(
+        app.send(&user, &room, "one too many").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "RATE_LIMITED",
+    )
+    .await;
+    let page = app.history(&user, &format!("roomId={room}")).await;
+    assert_eq!(seqs(&page), [1, 2]);
 }
 
 #[tokio::test]

@@ -126,7 +126,8 @@ async fn concurrent_batches_from_two_instances_interleave_without_gap() {
     let sends = (0..128).map(|n| {
         let (app, ada, room) = (if n % 2 == 0 { a } else { b }, ada.clone(), room.clone());
         async move {
-            let sent = expect_status(app.send(&ada, &room, &format!("m{n}")).await, StatusCode::CREATED).await;
+            let sent =
+                expect_status(app.send(&ada, &room, &format!("m{n}")).await, StatusCode::CREATED).await;
             sent["seq"].as_i64().unwrap()
         }
     });

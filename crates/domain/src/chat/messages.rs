@@ -19,7 +19,7 @@ use crate::rate_limit::RateDecision;
 #[async_trait]
 pub trait MessageService: Send + Sync {
     /// Stores a message and tells the room. A retry with the same `client_message_id` returns
-    /// the original message (`created: false`) without storing or counting anything.
+    /// the original message (`created: false`) and stores nothing.
     async fn send(
         &self,
         author: UserId,
@@ -63,18 +63,9 @@ impl MessageService for ChatUseCases {
         content: MessageContent,
         client_message_id: Option<ClientMessageId>,
     ) -> DomainResult<QueuedSend> {
+        // A retry (a key used before) is told apart by the batch that stores it, in the same
+        // transaction, so it needs no read of its own; it spends a point of the rate limit.
         let room_id = self.resolve(room).await?;
-        // A retry is answered before the rate limit, so it never spends a point. The batch
-        // checks the key again, for a retry that raced its original.
-        if let Some(key) = &client_message_id
-            && let Some(existing) = self.ports.messages.find_by_client_id(author, key).await?
-        {
-            return Ok(QueuedSend::known(retried_send(
-                Posted { message: existing, created: false },
-                room_id,
-            )));
-        }
-
         let key = format!("send:{author}");
         if let RateDecision::Limited { retry_after } =
             self.ports.limiter.acquire(&key, self.send_limit).await?
@@ -224,22 +215,28 @@ mod tests {
         assert_eq!(posted.message, stored);
     }
 
-    #[tokio::test]
-    async fn a_retry_returns_the_original_without_spending_the_rate_limit() {
-        let (room, author) = (RoomId::generate(), UserId::generate());
-        let key = ClientMessageId::parse("k1").unwrap();
-        let original = message(room, author, 3);
+    /// Storage answers a keyed send with the message stored earlier under its key.
+    fn retry_answered_with(mocks: &mut Mocks, original: &Message) {
         let found = original.clone();
-        let mut mocks = Mocks::new();
+        mocks.limiter.expect_acquire().times(1).returning(|_, _| Ok(RateDecision::Allowed { remaining: 4 }));
         mocks
             .messages
-            .expect_find_by_client_id()
-            .with(eq(author), eq(key.clone()))
-            .returning(move |_, _| Ok(Some(found.clone())));
-        mocks.limiter.expect_acquire().never();
-        mocks.messages.expect_insert_batch().never();
+            .expect_insert_batch()
+            .withf(|_, batch| matches!(batch, [new] if new.client_message_id.as_ref().is_some_and(|k| k.as_str() == "k1")))
+            .times(1)
+            .returning(move |_, _| Ok(vec![Ok(Posted { message: found.clone(), created: false })]));
+        mocks.cache.expect_messages_stored().never();
         mocks.events.expect_publish_all().never();
+    }
 
+    #[tokio::test]
+    async fn a_retry_returns_the_original_and_announces_nothing() {
+        let (room, author) = (RoomId::generate(), UserId::generate());
+        let original = message(room, author, 3);
+        let mut mocks = Mocks::new();
+        retry_answered_with(&mut mocks, &original);
+
+        let key = ClientMessageId::parse("k1").unwrap();
         let posted = mocks.service().send(author, &RoomRef::Id(room), content(), Some(key)).await.unwrap();
         assert!(!posted.created);
         assert_eq!(posted.message, original);
@@ -248,9 +245,9 @@ mod tests {
     #[tokio::test]
     async fn a_key_reused_in_another_room_is_refused() {
         let author = UserId::generate();
-        let elsewhere = message(RoomId::generate(), author, 1);
         let mut mocks = Mocks::new();
-        mocks.messages.expect_find_by_client_id().returning(move |_, _| Ok(Some(elsewhere.clone())));
+        retry_answered_with(&mut mocks, &message(RoomId::generate(), author, 1));
+
         let key = ClientMessageId::parse("k1").unwrap();
         let error = mocks
             .service()

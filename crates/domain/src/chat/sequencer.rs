@@ -294,7 +294,6 @@ mod tests {
         let mut mocks = Mocks::new();
         allow_every_send(&mut mocks);
         let (from_elsewhere, from_earlier) = (elsewhere.clone(), earlier.clone());
-        mocks.messages.expect_find_by_client_id().returning(|_, _| Ok(None));
         mocks.messages.expect_insert_batch().times(1).returning(move |_, batch| {
             let mut outcomes = stored_from(2, &batch[..1]);
             outcomes.push(Err(DomainError::NotAMember));
