@@ -1,19 +1,47 @@
-//! One WebSocket connection: a reader that handles client frames one at a time (so replies keep
-//! their order), and a writer task that drains the bounded outbound queue into the socket.
+//! One WebSocket connection: a reader that handles client frames in the order they arrive, and a
+//! writer task that drains the bounded outbound queue into the socket.
+//!
+//! Sends, edits and deletes are pipelined: each runs in a task of its own while the reader goes
+//! on, so a `ping` or a `join` never waits behind a commit. Their replies are queued in the
+//! order their frames were read (an ordered set of the tasks, polled by the reader), at most
+//! [`MAX_IN_FLIGHT`] at a time; past that the reader stops reading until one is answered, which
+//! pushes back on the client through TCP. Nothing is dropped.
+//!
+//! Order of the stored messages. The domain gives a room's messages their seqs in the order its
+//! `send` calls reach storage, and a `send` awaits (the idempotency lookup, the rate limiter)
+//! before it gets there; two calls started in order may get there in either order. So each
+//! connection keeps a *lane* per room: a send starts only once the previous send of the
+//! connection to that room has finished, and the connection's messages to a room are stored
+//! in the order it sent them, whatever the timing. Sends to different rooms, and everything
+//! else, overlap. (If the domain ever fixes a message's place when its `send` is first polled,
+//! the turn can be handed on at that first poll instead of at completion: see [`Lane`].)
+//! Edits and deletes share one lane of their own, so two changes to the same message apply in
+//! the order sent; they need not wait for sends, since they name messages already acked.
+//!
+//! Own broadcasts after replies. A change's own broadcast must not reach the connection before
+//! its reply. While replies are awaited in a room, the hub holds the connection's frames of that
+//! room ([`Hub::hold`](super::hub::Hub::hold)). Each ack of a send releases the held frames up to
+//! its seq: everything before it in the room is from others or already acked, and the
+//! connection's later sends to the room get higher seqs (the lane), so none of its unacked
+//! messages is among them. Edits and deletes hold every followed room; while one is in flight
+//! nothing is released early, since its `messageEdited` may already be held. When the last
+//! reply awaited in a room is queued, the rest is released.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use convo_domain::{
-    ClientMessageId, DomainError, Event, MessageContent, MessageId, Principal, RoomId, RoomRef, Topic, User,
-    UserRef, ValidationError,
+    ClientMessageId, DomainError, DomainResult, Event, MessageContent, MessageId, MessageService, Principal,
+    RoomId, RoomRef, Topic, User, UserId, UserRef, ValidationError,
 };
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use poem::web::websocket::{CloseCode, Message, WebSocketStream};
-use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, interval_at};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, interval_at, sleep_until};
 
 use super::Gateway;
 use super::hub::{ConnectionHandle, Outbound, close};
@@ -31,6 +59,12 @@ const SILENT_LIMIT: Duration = Duration::from_secs(60);
 const WRITER_GRACE: Duration = Duration::from_secs(30);
 /// How long a closed connection waits for the client's close reply.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+/// Sends, edits and deletes awaiting their reply, per connection; past this the connection
+/// reads no more frames until one is answered.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// How long a connection closing on its own terms (shutdown, session ended, policy) waits for
+/// the replies to its sends, edits and deletes in flight before it closes.
+const ANSWER_GRACE: Duration = Duration::from_secs(10);
 /// How often a connection checks that its session still lives (expiry has no event).
 const SESSION_CHECK: Duration = Duration::from_secs(30);
 
@@ -45,8 +79,17 @@ pub async fn run(socket: WebSocketStream, gateway: Gateway, principal: Principal
     let writer = tokio::spawn(write_frames(sink, queue_rx, close_rx.clone(), metrics.clone()));
 
     let user_ref = UserRef::from(&user);
-    let mut connection =
-        Connection { gateway, principal, user: user_ref, handle, rooms: HashSet::new(), invalid_in_a_row: 0 };
+    let mut connection = Connection {
+        gateway,
+        principal,
+        user: user_ref,
+        handle,
+        rooms: HashSet::new(),
+        invalid_in_a_row: 0,
+        in_flight: FuturesOrdered::new(),
+        sends: HashMap::new(),
+        changes: Lane::default(),
+    };
     connection.handle.push_frame(&ServerFrame::Ready {
         user: user_json(&user),
         session_id: principal.session_id.as_uuid(),
@@ -55,7 +98,15 @@ pub async fn run(socket: WebSocketStream, gateway: Gateway, principal: Principal
         tracing::warn!(%error, "could not record presence");
     }
     let mut stream = stream;
-    connection.read_frames(&mut stream, close_rx).await;
+    let mut closed = close_rx;
+    if let Ending::Close(code, reason) = connection.read_frames(&mut stream, &mut closed).await {
+        // The client still reads: answer what is in flight, then close after the answers.
+        connection.answer_in_flight(&mut closed).await;
+        connection.handle.close_after_queue(code, reason);
+    }
+    // Whatever is still in flight runs on in its own task: a send already submitted is stored
+    // and broadcast (its effects do not depend on this connection); only its ack, which no one
+    // would read, is lost.
 
     for room in connection.rooms.drain() {
         connection.gateway.hub.unsubscribe(room, connection.handle.id);
@@ -155,14 +206,80 @@ struct Connection {
     /// The rooms this connection follows.
     rooms: HashSet<RoomId>,
     invalid_in_a_row: u32,
+    /// The replies to sends, edits and deletes, in the order their frames were read.
+    in_flight: FuturesOrdered<Pending>,
+    /// The sends in flight, per room.
+    sends: HashMap<RoomId, Lane>,
+    /// The edits and deletes in flight (they hold every followed room).
+    changes: Lane,
+}
+
+/// A reply being worked out in a task of its own.
+type Pending = Pin<Box<dyn Future<Output = Answered> + Send>>;
+
+/// A reply worked out, with what it releases.
+struct Answered {
+    reply: ServerFrame,
+    work: Work,
+    /// The seq of the message a send stored.
+    seq: Option<i64>,
+}
+
+/// What a reply in flight holds.
+#[derive(Clone, Copy)]
+enum Work {
+    /// A send to this room.
+    Send(RoomId),
+    /// An edit or a delete (every followed room).
+    Change,
+    /// Nothing: a send refused before it started.
+    Refused,
+}
+
+/// Operations of one connection that must reach the domain one after the other: its sends to
+/// one room, or its edits and deletes. Each operation starts once the previous one has
+/// finished (its task dropped its turn); the count of those not yet answered keeps the hub
+/// holding the lane's rooms.
+#[derive(Default)]
+struct Lane {
+    /// Started and not yet answered.
+    awaiting: usize,
+    /// Resolves once the latest operation of the lane has finished.
+    last: Option<oneshot::Receiver<()>>,
+}
+
+impl Lane {
+    /// Takes a place at the end of the lane: the returned turn resolves once the operation
+    /// before has finished, and the operation drops the returned sender when it finishes.
+    fn enter(&mut self) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
+        let (finished, next) = oneshot::channel();
+        self.awaiting += 1;
+        (self.last.replace(next), finished)
+    }
+}
+
+/// Waits for the turn of an operation in its lane. An operation hands on its turn when it has
+/// finished, successful or not (or its task was cancelled), so a turn always comes.
+async fn wait_turn(previous: Option<oneshot::Receiver<()>>) {
+    if let Some(previous) = previous {
+        let _ = previous.await;
+    }
+}
+
+/// How [`Connection::read_frames`] ended.
+enum Ending {
+    /// The client is gone or the connection is being cut: no reply would be read.
+    Gone,
+    /// Close with this code once the replies in flight are queued.
+    Close(u16, &'static str),
 }
 
 impl Connection {
     async fn read_frames(
         &mut self,
         stream: &mut SplitStream<WebSocketStream>,
-        mut closed: watch::Receiver<Option<(u16, &'static str)>>,
-    ) {
+        closed: &mut watch::Receiver<Option<(u16, &'static str)>>,
+    ) -> Ending {
         let mut shutdown = self.gateway.shutdown.clone();
         let mut user_events = match self.gateway.live.subscribe(Topic::User(self.user.id)).await {
             Ok(events) => Some(events),
@@ -178,20 +295,16 @@ impl Connection {
         loop {
             tokio::select! {
                 biased;
-                _ = closed.changed() => return,
-                _ = shutdown.changed() => {
-                    self.handle.close_after_queue(close::GOING_AWAY, "server shutting down");
-                    return;
-                }
+                _ = closed.changed() => return Ending::Gone,
+                _ = shutdown.changed() => return Ending::Close(close::GOING_AWAY, "server shutting down"),
                 event = next_event(&mut user_events) => match event {
                     Ok(Event::SessionsRevoked { sessions, .. }) if sessions.contains(&self.principal.session_id) => {
-                        self.handle.close_after_queue(close::SESSION_ENDED, "session ended");
-                        return;
+                        return Ending::Close(close::SESSION_ENDED, "session ended");
                     }
                     Ok(_) => {}
                     Err(convo_domain::SubscriptionError::Lagged(_)) => {
-                        if !self.session_alive().await {
-                            return;
+                        if !session_alive(&self.gateway, &self.principal).await {
+                            return Ending::Close(close::SESSION_ENDED, "session ended");
                         }
                     }
                     Err(convo_domain::SubscriptionError::Closed) => user_events = None,
@@ -200,56 +313,68 @@ impl Connection {
                     let silent = last_heard.elapsed();
                     if silent >= SILENT_LIMIT {
                         self.handle.close_now(close::GOING_AWAY, "no answer for 60 s");
-                        return;
+                        return Ending::Gone;
                     }
                     if silent >= PING_AFTER {
                         self.handle.ping();
                     }
                 }
                 _ = session_check.tick() => {
-                    if !self.session_alive().await {
-                        return;
+                    if !session_alive(&self.gateway, &self.principal).await {
+                        return Ending::Close(close::SESSION_ENDED, "session ended");
                     }
                 }
-                incoming = stream.next() => match incoming {
+                // Replies first, so that a full pipeline frees a place before the next read.
+                Some(answered) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    if !self.answer(answered) {
+                        return Ending::Gone;
+                    }
+                }
+                incoming = stream.next(), if self.in_flight.len() < MAX_IN_FLIGHT => match incoming {
                     Some(Ok(Message::Text(text))) => {
                         last_heard = Instant::now();
-                        if !self.handle_text(&text).await {
-                            return;
+                        if let Some(ending) = self.handle_text(&text).await {
+                            return ending;
                         }
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        self.handle.close_after_queue(close::POLICY, "frames must be JSON text");
-                        return;
-                    }
+                    Some(Ok(Message::Binary(_))) => return Ending::Close(close::POLICY, "frames must be JSON text"),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
-                    Some(Ok(Message::Close(_))) | None => return,
+                    Some(Ok(Message::Close(_))) | None => return Ending::Gone,
                     Some(Err(error)) => {
                         // tungstenite reports a frame over max_message_size as a capacity error.
                         if error.to_string().contains("Space limit exceeded") {
                             self.handle.close_now(close::TOO_BIG, "frame over 16 KiB");
                         }
-                        return;
+                        return Ending::Gone;
                     }
                 },
             }
         }
     }
 
-    /// `false` (and the connection closing with 4001) once the session has ended.
-    async fn session_alive(&self) -> bool {
-        match self.gateway.auth.check_session(&self.principal).await {
-            Err(DomainError::Unauthenticated) => {
-                self.handle.close_after_queue(close::SESSION_ENDED, "session ended");
-                false
+    /// Queues the replies still in flight, in order, for at most [`ANSWER_GRACE`]; stops early
+    /// if the connection is cut meanwhile.
+    async fn answer_in_flight(&mut self, closed: &mut watch::Receiver<Option<(u16, &'static str)>>) {
+        let deadline = Instant::now() + ANSWER_GRACE;
+        loop {
+            tokio::select! {
+                biased;
+                _ = closed.changed() => return,
+                answered = self.in_flight.next() => match answered {
+                    Some(answered) => {
+                        if !self.answer(answered) {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+                () = sleep_until(deadline) => return,
             }
-            // Unreachable session store: keep the connection; the next check decides.
-            _ => true,
         }
     }
 
-    /// Handles one text frame; `false` when the connection must end.
-    async fn handle_text(&mut self, text: &str) -> bool {
+    /// Handles one text frame; `Some` when the connection must end.
+    async fn handle_text(&mut self, text: &str) -> Option<Ending> {
         let (reference, frame) = parse(text);
         let frame = match frame {
             Ok(frame) => {
@@ -258,26 +383,27 @@ impl Connection {
             }
             Err(why) => {
                 self.invalid_in_a_row += 1;
+                let open = self.handle.push_frame(&ServerFrame::invalid(reference, why));
                 if self.invalid_in_a_row >= MAX_INVALID_IN_A_ROW {
-                    self.handle.push_frame(&ServerFrame::invalid(reference, why));
-                    self.handle.close_after_queue(close::POLICY, "too many invalid frames");
-                    return false;
+                    return Some(Ending::Close(close::POLICY, "too many invalid frames"));
                 }
-                return self.handle.push_frame(&ServerFrame::invalid(reference, why));
+                return (!open).then_some(Ending::Gone);
             }
         };
         let reply = match self.handle_frame(frame, reference.clone()).await {
             Ok(Some(reply)) => reply,
-            Ok(None) => return true,
-            Err(Stop) => return false,
+            Ok(None) => return None,
+            Err(Stop) => return Some(Ending::Gone),
         };
-        match reply {
+        let open = match reply {
             Ok(frame) => self.handle.push_frame(&frame),
             Err(error) => self.handle.push_frame(&ServerFrame::error(reference, &error)),
-        }
+        };
+        (!open).then_some(Ending::Gone)
     }
 
-    /// The direct reply to a frame, if it has one; `Err(Stop)` when the connection overflowed.
+    /// The direct reply to a frame, if it has one now; `Err(Stop)` when the connection
+    /// overflowed. Sends, edits and deletes are started here and answered later, in order.
     async fn handle_frame(
         &mut self,
         frame: ClientFrame,
@@ -297,45 +423,26 @@ impl Connection {
                 Ok(ServerFrame::Left { reference, room_id })
             }
             ClientFrame::Send { room_id, content, client_message_id } => {
-                let room = RoomId::from(room_id);
-                let parsed = MessageContent::parse(&content).and_then(|content| {
-                    let key = client_message_id.as_deref().map(ClientMessageId::parse).transpose()?;
-                    Ok((content, key))
-                });
-                let (content, key) = match parsed {
-                    Ok(parsed) => parsed,
-                    Err(error) => return Ok(Some(Err(error.into()))),
-                };
-                // Our own `message` frame must not overtake the ack: hold this room's frames.
-                let held = self.hold(self.rooms.contains(&room).then_some(room));
-                let reply = match self.gateway.messages.send(user, &RoomRef::Id(room), content, key).await {
-                    Ok(posted) => ServerFrame::Ack { reference, message: message_json(&posted.message) },
-                    Err(error) => ServerFrame::error(reference, &error),
-                };
-                return self.reply_then_release(&held, &reply);
+                self.start_send(RoomId::from(room_id), &content, client_message_id.as_deref(), reference);
+                return Ok(None);
             }
             ClientFrame::Edit { message_id, content } => {
-                let content = match MessageContent::parse(&content) {
-                    Ok(content) => content,
-                    Err(error) => return Ok(Some(Err(error.into()))),
-                };
-                // The room is not known before the message is read: hold every followed room.
-                let held = self.hold(self.rooms.iter().copied());
-                let reply = match self.gateway.messages.edit(user, MessageId::from(message_id), content).await
-                {
-                    Ok(message) => ServerFrame::Ack { reference, message: message_json(&message) },
-                    Err(error) => ServerFrame::error(reference, &error),
-                };
-                return self.reply_then_release(&held, &reply);
+                match MessageContent::parse(&content) {
+                    Ok(content) => self.start_change(reference, move |messages, user| async move {
+                        let edited = messages.edit(user, MessageId::from(message_id), content).await?;
+                        Ok(move |reference| ServerFrame::Ack { reference, message: message_json(&edited) })
+                    }),
+                    Err(error) => self.refuse(reference, error.into()),
+                }
+                return Ok(None);
             }
             ClientFrame::Delete { message_id } => {
                 let id = MessageId::from(message_id);
-                let held = self.hold(self.rooms.iter().copied());
-                let reply = match self.gateway.messages.delete(user, id).await {
-                    Ok(room) => deleted(reference, room, id),
-                    Err(error) => ServerFrame::error(reference, &error),
-                };
-                return self.reply_then_release(&held, &reply);
+                self.start_change(reference, move |messages, user| async move {
+                    let room = messages.delete(user, id).await?;
+                    Ok(move |reference| deleted(reference, room, id))
+                });
+                return Ok(None);
             }
             ClientFrame::Typing { room_id } => {
                 let room = RoomId::from(room_id);
@@ -359,27 +466,131 @@ impl Connection {
         }))
     }
 
-    /// Holds this connection's frames of `rooms` while a change it asked for is made.
-    fn hold(&self, rooms: impl IntoIterator<Item = RoomId>) -> Vec<RoomId> {
-        let rooms: Vec<RoomId> = rooms.into_iter().collect();
-        for room in &rooms {
-            self.gateway.hub.hold(*room, self.handle.id);
+    /// Starts a send in its room's lane. Its reply (ack or error) is queued in frame order.
+    fn start_send(
+        &mut self,
+        room: RoomId,
+        content: &str,
+        client_message_id: Option<&str>,
+        reference: Option<String>,
+    ) {
+        let parsed = MessageContent::parse(content).and_then(|content| {
+            let key = client_message_id.map(ClientMessageId::parse).transpose()?;
+            Ok((content, key))
+        });
+        let (content, key) = match parsed {
+            Ok(parsed) => parsed,
+            Err(error) => return self.refuse(reference, error.into()),
+        };
+        // Our own `message` frame must not overtake the ack: hold this room's frames.
+        if !self.holding(room) {
+            self.gateway.hub.hold(room, self.handle.id);
         }
-        rooms
+        let (turn, finished) = self.sends.entry(room).or_default().enter();
+        let (messages, user) = (self.gateway.messages.clone(), self.user.id);
+        let task_reference = reference.clone();
+        let task = tokio::spawn(async move {
+            wait_turn(turn).await;
+            let sent = messages.send(user, &RoomRef::Id(room), content, key).await;
+            drop(finished);
+            match sent {
+                Ok(posted) => Answered {
+                    seq: Some(posted.message.seq),
+                    reply: ServerFrame::Ack {
+                        reference: task_reference,
+                        message: message_json(&posted.message),
+                    },
+                    work: Work::Send(room),
+                },
+                Err(error) => Answered {
+                    seq: None,
+                    reply: ServerFrame::error(task_reference, &error),
+                    work: Work::Send(room),
+                },
+            }
+        });
+        self.in_flight.push_back(answer_of(task, reference, Work::Send(room)));
     }
 
-    /// Queues the reply to a change, then the held frames: the reply reaches the client
-    /// before the change's own broadcast does.
-    fn reply_then_release(
-        &self,
-        held: &[RoomId],
-        reply: &ServerFrame,
-    ) -> Result<Option<Result<ServerFrame, DomainError>>, Stop> {
-        let mut open = self.handle.push_frame(reply);
-        for room in held {
-            open &= self.gateway.hub.release(*room, self.handle.id, i64::MIN, None);
+    /// Starts an edit or a delete in the changes' lane, holding every followed room: the room
+    /// is not known before the message is read. `change` returns how to build the reply.
+    fn start_change<F, R>(
+        &mut self,
+        reference: Option<String>,
+        change: impl FnOnce(Arc<dyn MessageService>, UserId) -> F,
+    ) where
+        F: Future<Output = DomainResult<R>> + Send + 'static,
+        R: FnOnce(Option<String>) -> ServerFrame + Send + 'static,
+    {
+        if self.changes.awaiting == 0 {
+            for room in &self.rooms {
+                if !self.sends.contains_key(room) {
+                    self.gateway.hub.hold(*room, self.handle.id);
+                }
+            }
         }
-        if open { Ok(None) } else { Err(Stop) }
+        let (turn, finished) = self.changes.enter();
+        let changed = change(self.gateway.messages.clone(), self.user.id);
+        let task_reference = reference.clone();
+        let task = tokio::spawn(async move {
+            wait_turn(turn).await;
+            let changed = changed.await;
+            drop(finished);
+            let reply = match changed {
+                Ok(reply) => reply(task_reference),
+                Err(error) => ServerFrame::error(task_reference, &error),
+            };
+            Answered { reply, work: Work::Change, seq: None }
+        });
+        self.in_flight.push_back(answer_of(task, reference, Work::Change));
+    }
+
+    /// Answers a send, edit or delete refused before it started, in its place among the others.
+    fn refuse(&mut self, reference: Option<String>, error: DomainError) {
+        let refused =
+            Answered { reply: ServerFrame::error(reference, &error), work: Work::Refused, seq: None };
+        self.in_flight.push_back(std::future::ready(refused).boxed());
+    }
+
+    /// Whether the hub holds this room's frames for this connection.
+    fn holding(&self, room: RoomId) -> bool {
+        self.sends.contains_key(&room) || self.changes.awaiting > 0
+    }
+
+    /// Queues a reply that came back, then releases what its change held. `false` when the
+    /// connection overflowed.
+    fn answer(&mut self, answered: Answered) -> bool {
+        let hub = &self.gateway.hub;
+        let mut open = self.handle.push_frame(&answered.reply);
+        match answered.work {
+            Work::Send(room) => {
+                if let Some(lane) = self.sends.get_mut(&room) {
+                    lane.awaiting -= 1;
+                    if lane.awaiting == 0 {
+                        self.sends.remove(&room);
+                    }
+                }
+                if !self.holding(room) {
+                    open &= hub.release(room, self.handle.id);
+                } else if self.changes.awaiting == 0
+                    && let Some(seq) = answered.seq
+                {
+                    open &= hub.release_through(room, self.handle.id, seq);
+                }
+            }
+            Work::Change => {
+                self.changes.awaiting -= 1;
+                if self.changes.awaiting == 0 {
+                    for room in &self.rooms {
+                        if !self.sends.contains_key(room) {
+                            open &= hub.release(*room, self.handle.id);
+                        }
+                    }
+                }
+            }
+            Work::Refused => {}
+        }
+        open
     }
 
     /// Subscribes, replays what was missed, then goes live with no gap and no duplicate.
@@ -411,26 +622,49 @@ impl Connection {
             }
         };
         self.rooms.insert(room);
-        for message in &resumption.messages {
-            if !self.handle.push_frame(&ServerFrame::Message { message: message_json(message) }) {
-                return Err(Stop);
-            }
-        }
         let joined = ServerFrame::Joined {
             reference,
             room_id: room.as_uuid(),
             last_seq: resumption.last_seq,
             truncated: resumption.truncated,
         };
-        if !hub.release(room, self.handle.id, resumption.last_seq, Some(&joined)) {
+        // With replies of ours awaited in the room, the replay may hold our own unacked
+        // messages: it waits, held, for those replies (the ack comes first).
+        let keep_holding = self.holding(room);
+        if !hub.finish_join(
+            room,
+            self.handle.id,
+            &resumption.messages,
+            resumption.last_seq,
+            &joined,
+            keep_holding,
+        ) {
             return Err(Stop);
         }
         Ok(None)
     }
 }
 
+/// The reply of a task, or a server error if the task failed.
+fn answer_of(task: tokio::task::JoinHandle<Answered>, reference: Option<String>, work: Work) -> Pending {
+    async move {
+        task.await.unwrap_or_else(|error| {
+            tracing::error!(%error, "a WebSocket operation failed");
+            Answered { reply: ServerFrame::error(reference, &DomainError::internal(error)), work, seq: None }
+        })
+    }
+    .boxed()
+}
+
 /// The connection overflowed or closed while handling a frame.
 struct Stop;
+
+/// `false` once the session has ended. An unreachable session store keeps the connection; the
+/// next check decides. (A free function: the connection, with its replies in flight, is not
+/// `Sync`, so it is not borrowed across this await.)
+async fn session_alive(gateway: &Gateway, principal: &Principal) -> bool {
+    !matches!(gateway.auth.check_session(principal).await, Err(DomainError::Unauthenticated))
+}
 
 async fn next_event(
     events: &mut Option<convo_domain::Subscription>,

@@ -18,8 +18,11 @@ use super::protocol::{ServerFrame, deleted, message_json, user_ref_json};
 
 /// How long an early message waits for the ones before it before the gap is read from storage.
 const GAP_WAIT: Duration = Duration::from_millis(250);
-/// Frames held for a connection while it replays or awaits its own ack; past this it is
-/// treated as too slow.
+/// Frames held for a connection while it replays or awaits its own acks; past this it is
+/// treated as too slow. A connection's held frames are those of its room that arrived since its
+/// last ack there (each ack of a send releases the frames up to its seq), so this fits a full
+/// pipeline of sends in a busy room: the connection's own in-flight messages (at most 256) plus
+/// what others post while they commit.
 const MAX_HELD: usize = 4096;
 /// One `typing` per user and room at most this often.
 const TYPING_INTERVAL: Duration = Duration::from_secs(2);
@@ -128,20 +131,34 @@ struct Encoded {
     skip_user: Option<UserId>,
     /// A membership that ended: that user's connections leave the room (`left`).
     leaving: Option<UserId>,
+    /// The `joined` frame of a join whose replay ended at this seq: once it is delivered, live
+    /// messages up to here are duplicates.
+    resumes_after: Option<i64>,
+}
+
+impl Encoded {
+    fn reply(frame: &ServerFrame) -> Self {
+        Self {
+            frame: Frame::new(frame, false),
+            seq: None,
+            skip_user: None,
+            leaving: None,
+            resumes_after: None,
+        }
+    }
+
+    fn message(message: &Message) -> Self {
+        Self {
+            seq: Some(message.seq),
+            ..Self::reply(&ServerFrame::Message { message: message_json(message) })
+        }
+    }
 }
 
 fn encode(event: &Event) -> Option<Encoded> {
-    let plain = |frame: ServerFrame| Encoded {
-        frame: Frame::new(&frame, false),
-        seq: None,
-        skip_user: None,
-        leaving: None,
-    };
+    let plain = |frame: ServerFrame| Encoded::reply(&frame);
     Some(match event {
-        Event::MessageCreated(message) => Encoded {
-            seq: Some(message.seq),
-            ..plain(ServerFrame::Message { message: message_json(message) })
-        },
+        Event::MessageCreated(message) => Encoded::message(message),
         Event::MessageEdited(message) => plain(ServerFrame::MessageEdited { message: message_json(message) }),
         Event::MessageDeleted { room_id, message_id } => plain(deleted(None, *room_id, *message_id)),
         Event::MemberJoined { room_id, user } => {
@@ -159,6 +176,7 @@ fn encode(event: &Event) -> Option<Encoded> {
             seq: None,
             skip_user: Some(user.id),
             leaving: None,
+            resumes_after: None,
         },
         Event::Presence { room_id, user, online } => Encoded {
             frame: Frame::new(
@@ -172,6 +190,7 @@ fn encode(event: &Event) -> Option<Encoded> {
             seq: None,
             skip_user: None,
             leaving: None,
+            resumes_after: None,
         },
         Event::SessionsRevoked { .. } => return None,
     })
@@ -184,7 +203,8 @@ struct Subscriber {
     /// The highest message seq this connection has been given (or replayed) in this room.
     after_seq: i64,
     /// While `Some`, frames wait here instead of the queue: during a join's replay, and while
-    /// the connection awaits the ack of its own send (the ack must come first).
+    /// the connection awaits the replies to its own sends, edits or deletes (a reply must come
+    /// before the broadcast of its change).
     held: Option<Vec<Encoded>>,
 }
 
@@ -208,7 +228,18 @@ impl Subscriber {
             }
             self.after_seq = seq;
         }
+        if let Some(resumed) = encoded.resumes_after {
+            self.after_seq = self.after_seq.max(resumed);
+        }
         self.handle.push(&encoded.frame)
+    }
+
+    /// Delivers `frames` in order, live (not held); `false` if the connection overflowed.
+    fn deliver_all(&mut self, frames: Vec<Encoded>) -> bool {
+        let held = self.held.take();
+        let delivered = frames.iter().all(|encoded| self.deliver(encoded));
+        self.held = held;
+        delivered
     }
 }
 
@@ -280,7 +311,7 @@ impl Hub {
         Ok(())
     }
 
-    /// Holds the connection's frames of this room (while it awaits its own ack).
+    /// Holds the connection's frames of this room (while it awaits its own replies).
     pub fn hold(&self, room: RoomId, connection: u64) {
         if let Some(subscriber) =
             lock(&self.inner.rooms).get_mut(&room).and_then(|f| f.subscribers.get_mut(&connection))
@@ -289,32 +320,63 @@ impl Hub {
         }
     }
 
-    /// Sends `first` (if any), then the held frames above `after_seq`, and delivers live from
-    /// then on. Returns `false` if the connection overflowed meanwhile.
-    pub fn release(
+    /// Ends a join: the replayed messages, then `joined`, then the frames held meanwhile (those
+    /// up to `last_seq` are duplicates of the replay and are dropped). With `keep_holding` (the
+    /// connection still awaits replies in this room) they all stay held, ahead of the rest, to
+    /// go out with the next release. Returns `false` if the connection overflowed.
+    pub fn finish_join(
         &self,
         room: RoomId,
         connection: u64,
-        after_seq: i64,
-        first: Option<&ServerFrame>,
+        replay: &[Message],
+        last_seq: i64,
+        joined: &ServerFrame,
+        keep_holding: bool,
     ) -> bool {
+        let mut frames: Vec<Encoded> = replay.iter().map(Encoded::message).collect();
+        frames.push(Encoded { resumes_after: Some(last_seq), ..Encoded::reply(joined) });
         let mut rooms = lock(&self.inner.rooms);
         let Some(subscriber) = rooms.get_mut(&room).and_then(|feed| feed.subscribers.get_mut(&connection))
         else {
             return true;
         };
-        subscriber.after_seq = subscriber.after_seq.max(after_seq);
-        if let Some(first) = first
-            && !subscriber.handle.push_frame(first)
-        {
-            return false;
-        }
-        for encoded in subscriber.held.take().unwrap_or_default() {
-            if !subscriber.deliver(&encoded) {
+        frames.extend(subscriber.held.take().unwrap_or_default());
+        if keep_holding {
+            if frames.len() > MAX_HELD {
+                subscriber.handle.close_now(close::TOO_SLOW, "outbound queue overflowed");
                 return false;
             }
+            subscriber.held = Some(frames);
+            return true;
         }
-        true
+        subscriber.deliver_all(frames)
+    }
+
+    /// Sends the held frames and delivers live from then on. Returns `false` if the connection
+    /// overflowed meanwhile.
+    pub fn release(&self, room: RoomId, connection: u64) -> bool {
+        let mut rooms = lock(&self.inner.rooms);
+        let Some(subscriber) = rooms.get_mut(&room).and_then(|feed| feed.subscribers.get_mut(&connection))
+        else {
+            return true;
+        };
+        let held = subscriber.held.take().unwrap_or_default();
+        subscriber.deliver_all(held)
+    }
+
+    /// Sends the held frames that came before the first new message above `seq`, and keeps
+    /// holding the rest: the connection's own send with that seq was just acked, while later
+    /// sends of it (with higher seqs) are not. Returns `false` if the connection overflowed.
+    pub fn release_through(&self, room: RoomId, connection: u64, seq: i64) -> bool {
+        let mut rooms = lock(&self.inner.rooms);
+        let Some(subscriber) = rooms.get_mut(&room).and_then(|feed| feed.subscribers.get_mut(&connection))
+        else {
+            return true;
+        };
+        let Some(held) = &mut subscriber.held else { return true };
+        let end = held.iter().position(|encoded| encoded.seq.is_some_and(|s| s > seq)).unwrap_or(held.len());
+        let ready: Vec<Encoded> = held.drain(..end).collect();
+        subscriber.deliver_all(ready)
     }
 
     pub fn unsubscribe(&self, room: RoomId, connection: u64) {
