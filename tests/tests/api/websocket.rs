@@ -425,6 +425,160 @@ async fn every_subscriber_sees_a_gapless_sequence_under_concurrent_rest_and_webs
     assert_eq!(order, (1..=40).collect::<Vec<_>>());
 }
 
+async fn a_burst_of_sends_is_acked_in_order_and_seen_once_in_seq_order(app: TestApp) {
+    const BURST: usize = 100;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = app.create_room(&alice, "burst").await;
+    app.join(&bob, &room).await;
+    let mut a = WsClient::connect(&app, &alice.token).await;
+    let mut b = WsClient::connect(&app, &bob.token).await;
+    a.join(&room, None).await;
+    b.join(&room, None).await;
+
+    // Written back to back, with a ping behind them, without waiting for any reply.
+    for k in 0..BURST {
+        a.send(
+            json!({"type": "send", "roomId": room, "content": format!("burst {k}"), "ref": format!("s{k}")}),
+        )
+        .await;
+    }
+    a.send(json!({"type": "ping", "ref": "p"})).await;
+
+    let (mut acked, mut own, mut pong) = (Vec::new(), Vec::new(), false);
+    while acked.len() < BURST || own.len() < BURST || !pong {
+        let frame = a.recv().await;
+        match frame["type"].as_str().unwrap() {
+            "ack" => {
+                let k = acked.len();
+                assert_eq!(frame["ref"], format!("s{k}"), "acks in the order of the frames: {frame}");
+                assert_eq!(frame["message"]["content"], format!("burst {k}"));
+                acked.push(seq(&frame));
+            }
+            "message" => {
+                let s = seq(&frame);
+                assert!(acked.contains(&s), "own message {s} before its ack");
+                own.push(s);
+            }
+            "pong" => {
+                assert_eq!(frame["ref"], "p");
+                pong = true;
+            }
+            "presence" | "typing" => {}
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+    assert!(acked.windows(2).all(|w| w[0] < w[1]), "seqs rise in the order sent: {acked:?}");
+    assert_eq!(own, acked, "the sender sees its own messages once, in seq order");
+
+    // A last message marks the end: anything seen twice would come before it.
+    a.send(json!({"type": "send", "roomId": room, "content": "end", "ref": "end"})).await;
+    let end = seq(&a.recv_kind("ack").await);
+    assert_eq!(seq(&a.recv_kind("message").await), end);
+    let mut seen = Vec::new();
+    let mut contents = Vec::new();
+    loop {
+        let frame = b.recv_kind("message").await;
+        if seq(&frame) == end {
+            break;
+        }
+        seen.push(seq(&frame));
+        contents.push(frame["message"]["content"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen, acked, "every other subscriber sees the burst once, in seq order");
+    assert_eq!(contents, (0..BURST).map(|k| format!("burst {k}")).collect::<Vec<_>>());
+}
+
+async fn replies_to_sends_and_edits_keep_frame_order_across_rooms(app: TestApp) {
+    let alice = app.register("alice").await;
+    let first = app.create_room(&alice, "first").await;
+    let second = app.create_room(&alice, "second").await;
+    let mut a = WsClient::connect(&app, &alice.token).await;
+    a.join(&first, None).await;
+    a.send(json!({"type": "send", "roomId": first, "content": "to edit", "ref": "x"})).await;
+    let id = a.recv_kind("ack").await["message"]["id"].as_str().unwrap().to_owned();
+    a.recv_kind("message").await;
+
+    // Sends to two rooms, an edit, a refused send and a failed one, interleaved.
+    let frames = [
+        json!({"type": "send", "roomId": first, "content": "f1", "ref": "1"}),
+        json!({"type": "send", "roomId": second, "content": "s1", "ref": "2"}),
+        json!({"type": "edit", "messageId": id, "content": "edited", "ref": "3"}),
+        json!({"type": "send", "roomId": first, "content": "  ", "ref": "4"}),
+        json!({"type": "send", "roomId": second, "content": "s2", "ref": "5"}),
+        json!({"type": "send", "roomId": uuid::Uuid::now_v7(), "content": "nowhere", "ref": "6"}),
+        json!({"type": "send", "roomId": first, "content": "f2", "ref": "7"}),
+    ];
+    for frame in frames {
+        a.send(frame).await;
+    }
+    let mut replies = Vec::new();
+    let mut pushed = Vec::new();
+    while replies.len() < 7 || pushed.len() < 3 {
+        let frame = a.recv().await;
+        match frame["type"].as_str().unwrap() {
+            "ack" | "error" => replies.push(frame),
+            "message" | "messageEdited" => {
+                let id = &frame["message"]["id"];
+                assert!(
+                    replies.iter().any(|r| &r["message"]["id"] == id),
+                    "broadcast before its reply: {frame}"
+                );
+                pushed.push(frame);
+            }
+            "presence" | "typing" => {}
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+    let refs: Vec<&str> = replies.iter().map(|r| r["ref"].as_str().unwrap()).collect();
+    assert_eq!(refs, ["1", "2", "3", "4", "5", "6", "7"]);
+    assert_eq!(replies[2]["message"]["content"], "edited");
+    assert_eq!(replies[3]["code"], "VALIDATION_FAILED");
+    assert_eq!(replies[5]["code"], "ROOM_NOT_FOUND");
+    assert_eq!((seq(&replies[0]), seq(&replies[6])), (2, 3), "one room's sends in the order sent");
+    assert_eq!((seq(&replies[1]), seq(&replies[4])), (1, 2));
+    // Only the followed room's changes are pushed: f1, the edit and f2.
+    let kinds: Vec<&str> = pushed.iter().map(|p| p["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "message").count(), 2);
+    assert_eq!(kinds.iter().filter(|k| **k == "messageEdited").count(), 1);
+}
+
+async fn a_join_during_a_burst_to_that_room_replays_no_message_before_its_ack(app: TestApp) {
+    const BURST: usize = 30;
+    let alice = app.register("alice").await;
+    let room = app.create_room(&alice, "joining").await;
+    let mut a = WsClient::connect(&app, &alice.token).await;
+    // Not subscribed while the sends start; the join (from seq 0) comes behind them.
+    for k in 0..BURST {
+        a.send(json!({"type": "send", "roomId": room, "content": format!("m{k}"), "ref": format!("s{k}")}))
+            .await;
+    }
+    a.send(json!({"type": "join", "roomId": room, "sinceSeq": 0, "ref": "j"})).await;
+    // Replayed messages, then joined, then live ones: each message after its own ack.
+    let (mut acked, mut messages, mut replayed) = (Vec::new(), Vec::new(), None);
+    while acked.len() < BURST || messages.len() < BURST || replayed.is_none() {
+        let frame = a.recv().await;
+        match frame["type"].as_str().unwrap() {
+            "ack" => acked.push(seq(&frame)),
+            "message" => {
+                let s = seq(&frame);
+                assert!(acked.contains(&s), "message {s} before its ack");
+                messages.push(s);
+            }
+            "joined" => {
+                assert_eq!(frame["ref"], "j");
+                replayed = Some((messages.len(), frame["lastSeq"].as_i64().unwrap()));
+            }
+            "presence" | "typing" => {}
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+    assert_eq!(acked, (1..=BURST as i64).collect::<Vec<_>>());
+    assert_eq!(messages, acked, "every message once, in order");
+    let (before_joined, last_seq) = replayed.unwrap();
+    assert_eq!(before_joined as i64, last_seq, "the replay ends at lastSeq");
+}
+
 async fn a_session_that_expires_closes_its_sockets_with_4001(app: TestApp) {
     let user = app.register("expiring").await;
     let mut client = WsClient::connect(&app, &user.token).await;
@@ -485,6 +639,9 @@ on_both_deployments! {
     a_client_that_reads_too_slowly_is_closed_with_4008_without_slowing_the_room: [("WS_OUTBOUND_QUEUE", "64"), ("RATE_LIMIT_POINTS", "100000")];
     shutdown_closes_every_socket_with_1001: [];
     every_subscriber_sees_a_gapless_sequence_under_concurrent_rest_and_websocket_sends: [("RATE_LIMIT_POINTS", "1000")];
+    a_burst_of_sends_is_acked_in_order_and_seen_once_in_seq_order: [("RATE_LIMIT_POINTS", "1000")];
+    replies_to_sends_and_edits_keep_frame_order_across_rooms: [("RATE_LIMIT_POINTS", "1000")];
+    a_join_during_a_burst_to_that_room_replays_no_message_before_its_ack: [("RATE_LIMIT_POINTS", "1000")];
     a_session_that_expires_closes_its_sockets_with_4001: [("SESSION_TTL", "2")];
     a_client_silent_for_60_seconds_is_closed: [];
 }
