@@ -509,3 +509,120 @@ async fn fill_gap(hub: &Hub, room: RoomId, next_seq: &mut i64, before: i64) {
         Err(error) => tracing::warn!(%room, %error, "could not read a gap in a room feed"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use convo_domain::chat::MockLiveService;
+    use convo_domain::{MessageContent, MessageId, Subscription, UserRef, Username};
+    use serde_json::Value;
+    use tokio::sync::broadcast;
+
+    use super::*;
+
+    /// A hub following one room whose feed stays open and silent: the tests dispatch by hand.
+    async fn hub_with_room() -> (Hub, RoomId, broadcast::Sender<Event>) {
+        let (feed, events) = broadcast::channel(16);
+        let events = Mutex::new(Some(events));
+        let mut live = MockLiveService::new();
+        live.expect_subscribe()
+            .returning(move |_| Ok(Subscription::new(lock(&events).take().expect("one subscription"))));
+        live.expect_last_seq().returning(|_| Ok(0));
+        (Hub::new(Arc::new(live)), RoomId::generate(), feed)
+    }
+
+    /// A subscribed connection that has joined, and its outbound queue.
+    async fn joined(hub: &Hub, room: RoomId) -> (ConnectionHandle, mpsc::Receiver<Outbound>) {
+        let (queue, outbound) = mpsc::channel(64);
+        let handle = ConnectionHandle::new(UserId::generate(), queue, watch::channel(None).0);
+        hub.subscribe(room, &handle).await.expect("subscribed");
+        let joined =
+            ServerFrame::Joined { reference: None, room_id: room.as_uuid(), last_seq: 0, truncated: false };
+        assert!(hub.finish_join(room, handle.id, &[], 0, &joined, false));
+        let mut connection = (handle, outbound);
+        assert_eq!(queued(&mut connection.1), ["joined"]);
+        connection
+    }
+
+    fn message(room: RoomId, seq: i64) -> Message {
+        Message {
+            id: MessageId::generate(),
+            room_id: room,
+            seq,
+            author: UserRef { id: UserId::generate(), username: Username::parse("someone").expect("name") },
+            content: MessageContent::parse(&format!("message {seq}")).expect("content"),
+            created_at: Utc::now(),
+            edited_at: None,
+            client_message_id: None,
+        }
+    }
+
+    fn post(hub: &Hub, room: RoomId, seq: i64) {
+        hub.dispatch(room, &Event::MessageCreated(message(room, seq)));
+    }
+
+    /// The frames queued so far: a message as its seq, any other frame as its type.
+    fn queued(outbound: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
+        let mut frames = Vec::new();
+        while let Ok(Outbound::Text(text)) = outbound.try_recv() {
+            let frame: Value = serde_json::from_str(&text).expect("JSON");
+            frames.push(match frame["message"]["seq"].as_i64() {
+                Some(seq) => seq.to_string(),
+                None => frame["type"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn an_ack_releases_the_held_frames_up_to_its_seq_and_the_last_reply_the_rest() {
+        let (hub, room, _feed) = hub_with_room().await;
+        let (handle, mut outbound) = joined(&hub, room).await;
+        // Two sends of this connection in flight will get seqs 2 and 4.
+        hub.hold(room, handle.id);
+        post(&hub, room, 1);
+        post(&hub, room, 2);
+        let user = UserRef { id: UserId::generate(), username: Username::parse("newcomer").expect("name") };
+        hub.dispatch(room, &Event::MemberJoined { room_id: room, user });
+        post(&hub, room, 3);
+        post(&hub, room, 4);
+        post(&hub, room, 5);
+        assert!(queued(&mut outbound).is_empty(), "held while replies are awaited");
+
+        // The ack of seq 2 is queued: what came before seq 3 may follow it.
+        assert!(hub.release_through(room, handle.id, 2));
+        assert_eq!(queued(&mut outbound), ["1", "2", "userJoined"]);
+        post(&hub, room, 6);
+        assert!(queued(&mut outbound).is_empty(), "still held: seq 4 awaits its ack");
+        // The last reply: the rest, then live again.
+        assert!(hub.release(room, handle.id));
+        assert_eq!(queued(&mut outbound), ["3", "4", "5", "6"]);
+        post(&hub, room, 7);
+        assert_eq!(queued(&mut outbound), ["7"]);
+    }
+
+    #[tokio::test]
+    async fn a_join_while_holding_keeps_its_replay_and_joined_ahead_of_live_frames_without_duplicates() {
+        let (hub, room, _feed) = hub_with_room().await;
+        let (queue, mut outbound) = mpsc::channel(64);
+        let handle = ConnectionHandle::new(UserId::generate(), queue, watch::channel(None).0);
+        hub.subscribe(room, &handle).await.expect("subscribed");
+        // Live frames while the join reads storage: 2 and 3 are in the replay too.
+        post(&hub, room, 2);
+        post(&hub, room, 3);
+        post(&hub, room, 4);
+        // The replay ends at 3: the connection's own sends with seqs 2 and 3 are not acked yet.
+        let replay = [message(room, 1), message(room, 2), message(room, 3)];
+        let joined =
+            ServerFrame::Joined { reference: None, room_id: room.as_uuid(), last_seq: 3, truncated: false };
+        assert!(hub.finish_join(room, handle.id, &replay, 3, &joined, true));
+        assert!(queued(&mut outbound).is_empty(), "the replay waits for the acks");
+
+        assert!(hub.release_through(room, handle.id, 2));
+        assert_eq!(queued(&mut outbound), ["1", "2"]);
+        assert!(hub.release_through(room, handle.id, 3));
+        assert_eq!(queued(&mut outbound), ["3", "joined"]);
+        assert!(hub.release(room, handle.id));
+        assert_eq!(queued(&mut outbound), ["4"], "the live copies of 2 and 3 are dropped");
+    }
+}
