@@ -2,10 +2,13 @@
 //! writer task that drains the bounded outbound queue into the socket.
 //!
 //! Sends, edits and deletes are pipelined: each runs in a task of its own while the reader goes
-//! on, so a `ping` or a `join` never waits behind a commit. Their replies are queued in the
-//! order their frames were read (an ordered set of the tasks, polled by the reader), at most
-//! [`MAX_IN_FLIGHT`] at a time; past that the reader stops reading until one is answered, which
-//! pushes back on the client through TCP. Nothing is dropped.
+//! on, so a `ping`, `join`, `leave`, `typing` or `members` does not wait behind a commit. Their
+//! replies (`ack` or `error`) are queued in the order their frames were read (an ordered set of
+//! the tasks, polled by the reader), at most [`MAX_IN_FLIGHT`] at a time; past that the reader
+//! stops reading until one is answered, which pushes back on the client through TCP. Nothing is
+//! dropped. Replies to the other frames go out at once, so they may overtake the acks of earlier
+//! sends; every reply carries its frame's `ref`. The tasks run on their own, not inside the
+//! reader: a send half-way through its transaction never waits for the reader to poll it.
 //!
 //! Order of the stored messages. The domain gives a room's messages their seqs in the order its
 //! `send` calls reach storage, and a `send` awaits (the idempotency lookup, the rate limiter)
@@ -14,7 +17,7 @@
 //! connection to that room has finished, and the connection's messages to a room are stored
 //! in the order it sent them, whatever the timing. Sends to different rooms, and everything
 //! else, overlap. (If the domain ever fixes a message's place when its `send` is first polled,
-//! the turn can be handed on at that first poll instead of at completion: see [`Lane`].)
+//! the turn can be handed on at that first poll instead of at completion: see `Lane`.)
 //! Edits and deletes share one lane of their own, so two changes to the same message apply in
 //! the order sent; they need not wait for sends, since they name messages already acked.
 //!
@@ -25,7 +28,16 @@
 //! connection's later sends to the room get higher seqs (the lane), so none of its unacked
 //! messages is among them. Edits and deletes hold every followed room; while one is in flight
 //! nothing is released early, since its `messageEdited` may already be held. When the last
-//! reply awaited in a room is queued, the rest is released.
+//! reply awaited in a room is queued, the rest is released. A join of a room with replies
+//! awaited puts its replay and `joined` at the head of the held frames rather than sending them
+//! at once, since the replay may hold the connection's own unacked messages: such a join is
+//! answered with the acks of the sends before it.
+//!
+//! Closing. When the connection closes on its own terms (shutdown 1001, session ended 4001,
+//! policy 1008), it first queues the replies in flight, for up to `ANSWER_GRACE` (10 s), then the
+//! close. When the client is gone or the connection is cut (4008, 1009, silence), replies are
+//! not awaited. Either way the tasks are not cancelled: a send already started is stored and
+//! broadcast; only an ack no one would read is lost.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -240,6 +252,12 @@ enum Work {
 /// one room, or its edits and deletes. Each operation starts once the previous one has
 /// finished (its task dropped its turn); the count of those not yet answered keeps the hub
 /// holding the lane's rooms.
+///
+/// The turn is handed on when an operation has finished, not when it was submitted: the
+/// domain's `send` awaits before its message gets its place, and nothing shows from outside
+/// when it has. Were `send` to fix the message's place before its first `Pending`, dropping the
+/// turn right after the first poll of the domain's future would let a room's sends commit
+/// together (one group commit) and still keep their order.
 #[derive(Default)]
 struct Lane {
     /// Started and not yet answered.

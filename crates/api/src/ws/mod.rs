@@ -24,8 +24,8 @@ pub use hub::Hub;
 /// Frames (and messages) over this many bytes close the connection with 1009.
 pub const MAX_FRAME_BYTES: usize = 16 * 1024;
 
-/// Tells every connection that the server is shutting down (they close with 1001 once their
-/// in-flight frame is answered).
+/// Tells every connection that the server is shutting down (they close with 1001 once the
+/// replies to their sends, edits and deletes in flight are queued).
 #[derive(Debug, Clone)]
 pub struct Shutdown(Arc<watch::Sender<bool>>);
 
