@@ -328,6 +328,11 @@ impl Connection {
                     Err(convo_domain::SubscriptionError::Closed) => user_events = None,
                 },
                 _ = heartbeat.tick() => {
+                    if self.in_flight.len() >= MAX_IN_FLIGHT {
+                        // Not reading (the pipeline is full), so the client cannot be judged
+                        // silent: its frames and pongs wait in the socket.
+                        last_heard = Instant::now();
+                    }
                     let silent = last_heard.elapsed();
                     if silent >= SILENT_LIMIT {
                         self.handle.close_now(close::GOING_AWAY, "no answer for 60 s");
