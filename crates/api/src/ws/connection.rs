@@ -244,7 +244,7 @@ enum Work {
     Send(RoomId),
     /// An edit or a delete (every followed room).
     Change,
-    /// Nothing: a send refused before it started.
+    /// Nothing: a send or an edit refused before it started (an invalid content or key).
     Refused,
 }
 
