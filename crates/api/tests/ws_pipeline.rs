@@ -1,5 +1,5 @@
 //! The WebSocket gateway's pipeline, against a message service whose sends wait until the test
-//! lets each one finish: other frames are answered while a send waits for its commit, a
+//! lets each one go: other frames are answered while a send waits in the service, a
 //! connection's sends to one room reach the service one after another in the order sent,
 //! replies keep frame order, a full pipeline stops reading, and a shutdown closes only after
 //! the replies in flight.
@@ -14,7 +14,7 @@ use chrono::Utc;
 use convo_api::ws::connection::MAX_IN_FLIGHT;
 use convo_api::{AppState, HttpSettings};
 use convo_domain::auth::MockAuthService;
-use convo_domain::chat::{MockLiveService, MockRoomService, Resumption};
+use convo_domain::chat::{MockLiveService, MockRoomService, QueuedSend, Resumption};
 use convo_domain::{
     ClientMessageId, DomainError, DomainResult, Email, HistoryPage, HistoryQuery, Message, MessageContent,
     MessageId, MessageService, Posted, Principal, RoomId, RoomRef, SessionId, Subscription, User, UserId,
@@ -39,7 +39,8 @@ struct Started {
     finish: oneshot::Sender<()>,
 }
 
-/// A message service whose sends report that they started, then wait for the test.
+/// A message service whose sends report that they started, then wait for the test before they
+/// are queued (as a send held up by the rate limiter or a full room queue would).
 struct GatedMessages {
     author: UserRef,
     started: mpsc::UnboundedSender<Started>,
@@ -66,13 +67,13 @@ impl GatedMessages {
 
 #[async_trait]
 impl MessageService for GatedMessages {
-    async fn send(
+    async fn enqueue(
         &self,
         _author: UserId,
         room: &RoomRef,
         content: MessageContent,
         client_message_id: Option<ClientMessageId>,
-    ) -> DomainResult<Posted> {
+    ) -> DomainResult<QueuedSend> {
         let RoomRef::Id(room) = *room else { return Err(DomainError::RoomNotFound) };
         self.log(room, |log| {
             log.running += 1;
@@ -99,7 +100,7 @@ impl MessageService for GatedMessages {
             edited_at: None,
             client_message_id,
         };
-        Ok(Posted { message, created: true })
+        Ok(QueuedSend::known(Ok(Posted { message, created: true })))
     }
 
     async fn history(&self, _: UserId, _: &RoomRef, _: &HistoryQuery) -> DomainResult<HistoryPage> {
@@ -285,7 +286,7 @@ fn send(room: RoomId, content: &str, reference: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ping_and_join_are_answered_while_a_send_waits_for_its_commit() {
+async fn ping_and_join_are_answered_while_a_send_waits_in_the_service() {
     let mut gate = serve().await;
     let mut client = Client::connect(gate.address).await;
     let (room, other) = (RoomId::generate(), RoomId::generate());
@@ -293,7 +294,7 @@ async fn ping_and_join_are_answered_while_a_send_waits_for_its_commit() {
     client.send(send(room, "slow", "s")).await;
     let slow = gate.next_started().await;
     assert_eq!(slow.content, "slow");
-    // The send is in its commit: the connection still answers.
+    // The send is held up in the service: the connection still answers.
     client.send(json!({"type": "ping", "ref": "p"})).await;
     assert_eq!(client.recv().await, json!({"type": "pong", "ref": "p"}));
     client.send(json!({"type": "join", "roomId": other.to_string(), "ref": "j"})).await;

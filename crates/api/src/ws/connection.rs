@@ -10,23 +10,24 @@
 //! sends; every reply carries its frame's `ref`. The tasks run on their own, not inside the
 //! reader: a send half-way through its transaction never waits for the reader to poll it.
 //!
-//! Order of the stored messages. The domain gives a room's messages their seqs in the order its
-//! `send` calls reach storage, and a `send` awaits (the idempotency lookup, the rate limiter)
-//! before it gets there; two calls started in order may get there in either order. So each
-//! connection keeps a *lane* per room: a send starts only once the previous send of the
-//! connection to that room has finished, and the connection's messages to a room are stored
-//! in the order it sent them, whatever the timing. Sends to different rooms, and everything
-//! else, overlap. (If the domain ever fixes a message's place when its `send` is first polled,
-//! the turn can be handed on at that first poll instead of at completion: see `Lane`.)
-//! Edits and deletes share one lane of their own, so two changes to the same message apply in
-//! the order sent; they need not wait for sends, since they name messages already acked.
+//! Order of the stored messages. A send goes to the domain in two steps: `enqueue` checks it
+//! (the rate limit) and queues it in its room's sequencer, then the queued send resolves once
+//! its batch is stored. The sequencer gives seqs in queue order, but `enqueue` awaits before it
+//! queues, so two calls started in order might queue in either order. So each connection keeps
+//! a *lane* per room: a send starts its `enqueue` only once the previous send of the connection
+//! to that room is queued, and the connection's messages to a room are stored in the order it
+//! sent them, whatever the timing. Waiting for the commit happens outside the lane, so a burst
+//! of sends to one room is stored a batch at a time. Sends to different rooms, and everything
+//! else, overlap. Edits and deletes share one lane of their own, in which each waits for the
+//! previous one to finish, so two changes to the same message apply in the order sent; they
+//! need not wait for sends, since they name messages already acked.
 //!
 //! Own broadcasts after replies. A change's own broadcast must not reach the connection before
 //! its reply. While replies are awaited in a room, the hub holds the connection's frames of that
 //! room ([`Hub::hold`](super::hub::Hub::hold)). Each ack of a send releases the held frames up to
 //! its seq: everything before it in the room is from others or already acked, and the
-//! connection's later sends to the room get higher seqs (the lane), so none of its unacked
-//! messages is among them. Edits and deletes hold every followed room; while one is in flight
+//! connection's later sends to the room were queued after it and get higher seqs (the lane), so
+//! none of its unacked messages is among them. Edits and deletes hold every followed room; while one is in flight
 //! nothing is released early, since its `messageEdited` may already be held. When the last
 //! reply awaited in a room is queued, the rest is released. A join of a room with replies
 //! awaited puts its replay and `joined` at the head of the held frames rather than sending them
@@ -36,8 +37,8 @@
 //! Closing. When the connection closes on its own terms (shutdown 1001, session ended 4001,
 //! policy 1008), it first queues the replies in flight, for up to `ANSWER_GRACE` (10 s), then the
 //! close. When the client is gone or the connection is cut (4008, 1009, silence), replies are
-//! not awaited. Either way the tasks are not cancelled: a send already started is stored and
-//! broadcast; only an ack no one would read is lost.
+//! not awaited. Either way the tasks are not cancelled, and a queued send is stored and
+//! broadcast even if nobody awaits it: only an ack no one would read is lost.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -249,15 +250,9 @@ enum Work {
 }
 
 /// Operations of one connection that must reach the domain one after the other: its sends to
-/// one room, or its edits and deletes. Each operation starts once the previous one has
-/// finished (its task dropped its turn); the count of those not yet answered keeps the hub
-/// holding the lane's rooms.
-///
-/// The turn is handed on when an operation has finished, not when it was submitted: the
-/// domain's `send` awaits before its message gets its place, and nothing shows from outside
-/// when it has. Were `send` to fix the message's place before its first `Pending`, dropping the
-/// turn right after the first poll of the domain's future would let a room's sends commit
-/// together (one group commit) and still keep their order.
+/// one room (each queued after the one before), or its edits and deletes (each started after
+/// the one before finished). An operation hands on its turn by dropping the sender [`Lane::enter`]
+/// gave it; the count of those not yet answered keeps the hub holding the lane's rooms.
 #[derive(Default)]
 struct Lane {
     /// Started and not yet answered.
@@ -268,7 +263,8 @@ struct Lane {
 
 impl Lane {
     /// Takes a place at the end of the lane: the returned turn resolves once the operation
-    /// before has finished, and the operation drops the returned sender when it finishes.
+    /// before has handed on its turn, and the operation drops the returned sender to hand on
+    /// its own.
     fn enter(&mut self) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
         let (finished, next) = oneshot::channel();
         self.awaiting += 1;
@@ -276,8 +272,8 @@ impl Lane {
     }
 }
 
-/// Waits for the turn of an operation in its lane. An operation hands on its turn when it has
-/// finished, successful or not (or its task was cancelled), so a turn always comes.
+/// Waits for the turn of an operation in its lane. The operation before hands on its turn
+/// whether it succeeded or not (a cancelled task drops its sender too), so a turn always comes.
 async fn wait_turn(previous: Option<oneshot::Receiver<()>>) {
     if let Some(previous) = previous {
         let _ = previous.await;
@@ -514,8 +510,14 @@ impl Connection {
         let task_reference = reference.clone();
         let task = tokio::spawn(async move {
             wait_turn(turn).await;
-            let sent = messages.send(user, &RoomRef::Id(room), content, key).await;
+            let queued = messages.enqueue(user, &RoomRef::Id(room), content, key).await;
+            // Queued behind the connection's earlier sends to the room: the next may queue now,
+            // and the two commit together or one after the other, in this order.
             drop(finished);
+            let sent = match queued {
+                Ok(queued) => queued.stored().await,
+                Err(error) => Err(error),
+            };
             match sent {
                 Ok(posted) => Answered {
                     seq: Some(posted.message.seq),
