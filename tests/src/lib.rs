@@ -4,8 +4,10 @@
 //! database and one Redis (or a Redis of the test's own), and [`ws`] is a WebSocket client.
 //!
 //! The tests themselves are one binary, `tests/api/main.rs`, with a module per area, so the
-//! server is linked once; `convo-bench` in `src/bin` uses the same support.
+//! server is linked once; `convo-bench` in `src/bin` uses the same support, and the benches
+//! that measure the server's CPU apart from their own run it as a child process ([`process`]).
 
+pub mod process;
 pub mod redis;
 pub mod ws;
 
