@@ -68,7 +68,8 @@ impl Drop for TempDir {
 
 impl ServerProcess {
     /// Starts `convo serve` on `stack` with the bench defaults and `vars` on top, and waits until
-    /// it answers `/health`. `None`, with a note on stderr, when PostgreSQL or Redis is not
+    /// it answers `/health`. The server sees only those variables, not this process's
+    /// environment (an inherited `REDIS_URL` would change what is measured). `None`, with a note on stderr, when PostgreSQL or Redis is not
     /// reachable here.
     pub async fn start(stack: Stack, vars: &[(&str, &str)]) -> Option<ServerProcess> {
         let port = free_port();

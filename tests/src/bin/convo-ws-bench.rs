@@ -8,12 +8,11 @@
 //!   convo-ws-bench idle [connections]
 //!       opens that many connections that do nothing; reports the server's memory per connection
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use convo_tests::process::{ServerProcess, Stack};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -38,57 +37,17 @@ async fn main() {
 
 /// A `convo` process on a free port and a fresh SQLite file.
 struct Server {
-    child: Child,
+    process: ServerProcess,
     base: String,
     http: reqwest::Client,
-    _dir: TempDir,
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
     async fn start() -> Server {
-        let binary = std::env::current_exe().expect("own path").with_file_name("convo");
-        let port =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
-        let dir =
-            TempDir(std::env::temp_dir().join(format!("convo-bench-{}", uuid::Uuid::new_v4().simple())));
-        std::fs::create_dir_all(&dir.0).expect("temp dir");
-        let child = Command::new(&binary)
-            .arg("serve")
-            .env("DATABASE_URL", format!("sqlite://{}/bench.db?mode=rwc", dir.0.display()))
-            .env("PORT", port.to_string())
-            .env("HOST", "127.0.0.1")
-            .env("RATE_LIMIT_POINTS", "1000000")
-            .env("JWT_SECRET", "benchmark-secret-benchmark-secret!")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("cannot start {}: {error} (build it with --release)", binary.display())
-            });
-        let server =
-            Server { child, base: format!("127.0.0.1:{port}"), http: reqwest::Client::new(), _dir: dir };
-        for _ in 0..100 {
-            if server.http.get(format!("http://{}/health", server.base)).send().await.is_ok() {
-                return server;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the server did not come up");
+        let limits = [("RATE_LIMIT_POINTS", "1000000")];
+        let process = ServerProcess::start(Stack::Sqlite, &limits).await.expect("SQLite is always available");
+        let base = process.app.base_url.trim_start_matches("http://").to_owned();
+        Server { http: process.app.client.clone(), process, base }
     }
 
     async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Value {
@@ -106,12 +65,7 @@ impl Server {
 
     /// The server's resident memory, in bytes.
     fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
+        self.process.rss()
     }
 
     async fn socket(&self, token: &str) -> Socket {
