@@ -71,7 +71,8 @@ async fn main() {
     };
     let app = &server.app;
     println!(
-        "\nconvo-write-bench: {}, {} s per scenario (server pid {}, CPU from /proc)\n",
+        "\nconvo-write-bench: {}, {} s per scenario; server CPU is the convo process's alone (pid {}), \
+         without PostgreSQL or Redis\n",
         stack.label(),
         seconds.as_secs(),
         server.pid()
