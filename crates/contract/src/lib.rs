@@ -97,6 +97,7 @@ macro_rules! rate_limiter_contract {
     (@bodies $($mode:tt)*) => {
         $crate::__suite! { $($mode)* rate_limit:
             points_are_allowed_then_limited,
+            acquire_each_takes_a_point_per_entry_first_come_first_served,
             keys_are_independent,
             peek_never_consumes,
             retry_after_counts_down_to_the_window_end,

@@ -59,6 +59,26 @@ pub async fn points_are_allowed_then_limited<L: RateLimiter + ?Sized>(limiter: A
     }
 }
 
+pub async fn acquire_each_takes_a_point_per_entry_first_come_first_served<L: RateLimiter + ?Sized>(
+    limiter: Arc<L>,
+) {
+    let (busy, quiet, spent) = (fresh_key(), fresh_key(), fresh_key());
+    let limit = RateLimit { points: 2, window: LONG };
+    acquire(&*limiter, &spent, limit).await;
+    acquire(&*limiter, &spent, limit).await;
+
+    let keys = [&busy, &quiet, &busy, &spent, &busy].map(|key| key.to_owned());
+    let decisions = limiter.acquire_each(&keys, limit).await.expect("acquire_each");
+    let allowed: Vec<bool> =
+        decisions.iter().map(|decision| matches!(decision, RateDecision::Allowed { .. })).collect();
+    assert_eq!(allowed, [true, true, true, false, false], "{decisions:?}");
+    retry_after(decisions[3], limit);
+    retry_after(decisions[4], limit);
+    retry_after(acquire(&*limiter, &busy, limit).await, limit);
+    assert_eq!(acquire(&*limiter, &quiet, limit).await, RateDecision::Allowed { remaining: 0 });
+    assert_eq!(limiter.acquire_each(&[], limit).await.expect("nothing to acquire"), []);
+}
+
 pub async fn keys_are_independent<L: RateLimiter + ?Sized>(limiter: Arc<L>) {
     let (spent, fresh) = (fresh_key(), fresh_key());
     let limit = RateLimit { points: 2, window: LONG };

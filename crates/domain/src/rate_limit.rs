@@ -49,6 +49,16 @@ pub trait RateLimiter: Send + Sync {
     async fn acquire(&self, key: &str, limit: RateLimit) -> DomainResult<RateDecision>;
     /// Says whether a point could be taken, without taking it.
     async fn peek(&self, key: &str, limit: RateLimit) -> DomainResult<RateDecision>;
+    /// One [`Self::acquire`] per entry, in order: a key that repeats takes a point per entry, so
+    /// its first entries are allowed while the window has points. Answered together; an adapter
+    /// may make it one round trip.
+    async fn acquire_each(&self, keys: &[String], limit: RateLimit) -> DomainResult<Vec<RateDecision>> {
+        let mut decisions = Vec::with_capacity(keys.len());
+        for key in keys {
+            decisions.push(self.acquire(key, limit).await?);
+        }
+        Ok(decisions)
+    }
 }
 
 /// A [`RateLimiter`] that asks `primary` and, while it fails, answers from `fallback` instead
@@ -104,6 +114,20 @@ impl RateLimiter for FallbackRateLimiter {
         }
     }
 
+    async fn acquire_each(&self, keys: &[String], limit: RateLimit) -> DomainResult<Vec<RateDecision>> {
+        match self.primary.acquire_each(keys, limit).await {
+            Ok(decisions) => {
+                self.outage.recovered();
+                Ok(decisions)
+            }
+            Err(error) => {
+                self.outage.failed(&error);
+                tracing::debug!(%error, "rate limits from the fallback");
+                self.fallback.acquire_each(keys, limit).await
+            }
+        }
+    }
+
     async fn peek(&self, key: &str, limit: RateLimit) -> DomainResult<RateDecision> {
         match self.answered(self.primary.peek(key, limit).await) {
             Some(decision) => Ok(decision),
@@ -151,6 +175,22 @@ mod tests {
         assert_eq!(limiter.acquire("k", LIMIT).await.unwrap(), ALLOWED);
         assert_eq!(limiter.peek("k", LIMIT).await.unwrap(), LIMITED);
         assert!(!limiter.is_degraded());
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_counted_by_the_primary_or_else_wholly_by_the_fallback() {
+        let keys = vec!["a".to_owned(), "b".to_owned()];
+        let mut primary = MockRateLimiter::new();
+        let mut answers = vec![Ok(vec![ALLOWED, LIMITED]), Err(unreachable())].into_iter();
+        primary.expect_acquire_each().times(2).returning(move |_, _| answers.next().unwrap());
+        let mut fallback = MockRateLimiter::new();
+        fallback.expect_acquire_each().times(1).returning(|_, _| Ok(vec![LIMITED, ALLOWED]));
+        let limiter = limiter(primary, fallback);
+
+        assert_eq!(limiter.acquire_each(&keys, LIMIT).await.unwrap(), [ALLOWED, LIMITED]);
+        assert!(!limiter.is_degraded());
+        assert_eq!(limiter.acquire_each(&keys, LIMIT).await.unwrap(), [LIMITED, ALLOWED]);
+        assert!(limiter.is_degraded());
     }
 
     #[tokio::test]

@@ -11,7 +11,6 @@ use crate::message::{
     CachedPage, ClientMessageId, HistoryPage, HistoryQuery, Message, MessageContent, NewMessage, Posted,
     RECENT_MESSAGES,
 };
-use crate::rate_limit::RateDecision;
 
 /// Messages, as the api's message routes and WebSocket gateway call them: the inbound port that
 /// [`ChatUseCases`] implements.
@@ -63,16 +62,9 @@ impl MessageService for ChatUseCases {
         content: MessageContent,
         client_message_id: Option<ClientMessageId>,
     ) -> DomainResult<QueuedSend> {
-        // A retry (a key used before) is told apart by the batch that stores it, in the same
-        // transaction, so it needs no read of its own; it spends a point of the rate limit.
+        // The rate limit and a retry (a key used before) are both decided for the whole batch
+        // the send joins, so queuing it needs no round trip of its own. A retry spends a point.
         let room_id = self.resolve(room).await?;
-        let key = format!("send:{author}");
-        if let RateDecision::Limited { retry_after } =
-            self.ports.limiter.acquire(&key, self.send_limit).await?
-        {
-            return Err(DomainError::RateLimited { retry_after });
-        }
-
         self.sequencer
             .enqueue(NewMessage {
                 id: MessageId::generate(),
@@ -170,6 +162,7 @@ mod tests {
     use super::*;
     use crate::chat::test_support::{Mocks, SEND_LIMIT, message};
     use crate::message::FillTicket;
+    use crate::rate_limit::RateDecision;
     use crate::room::{Room, RoomName};
 
     fn content() -> MessageContent {
@@ -182,10 +175,10 @@ mod tests {
         let mut mocks = Mocks::new();
         mocks
             .limiter
-            .expect_acquire()
-            .with(eq(format!("send:{author}")), eq(SEND_LIMIT))
+            .expect_acquire_each()
+            .withf(move |keys, limit| keys == [format!("send:{author}")] && *limit == SEND_LIMIT)
             .times(1)
-            .returning(|_, _| Ok(RateDecision::Allowed { remaining: 4 }));
+            .returning(|_, _| Ok(vec![RateDecision::Allowed { remaining: 4 }]));
         let stored = message(room, author, 7);
         let returned = stored.clone();
         mocks
@@ -218,7 +211,11 @@ mod tests {
     /// Storage answers a keyed send with the message stored earlier under its key.
     fn retry_answered_with(mocks: &mut Mocks, original: &Message) {
         let found = original.clone();
-        mocks.limiter.expect_acquire().times(1).returning(|_, _| Ok(RateDecision::Allowed { remaining: 4 }));
+        mocks
+            .limiter
+            .expect_acquire_each()
+            .times(1)
+            .returning(|_, _| Ok(vec![RateDecision::Allowed { remaining: 4 }]));
         mocks
             .messages
             .expect_insert_batch()
@@ -265,8 +262,8 @@ mod tests {
         let mut mocks = Mocks::new();
         mocks
             .limiter
-            .expect_acquire()
-            .returning(|_, _| Ok(RateDecision::Limited { retry_after: Duration::from_millis(2500) }));
+            .expect_acquire_each()
+            .returning(|_, _| Ok(vec![RateDecision::Limited { retry_after: Duration::from_millis(2500) }]));
         mocks.messages.expect_insert_batch().never();
         let error = mocks
             .service()
@@ -282,7 +279,7 @@ mod tests {
     async fn a_send_by_room_name_resolves_the_name_first() {
         let mut mocks = Mocks::new();
         mocks.rooms.expect_find_by_name().returning(|_| Ok(None));
-        mocks.limiter.expect_acquire().never();
+        mocks.limiter.expect_acquire_each().never();
         let name = RoomName::parse("nowhere").unwrap();
         let error = mocks
             .service()

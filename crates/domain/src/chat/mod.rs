@@ -85,6 +85,8 @@ impl ChatUseCases {
     pub fn new(ports: ChatPorts, send_limit: RateLimit) -> Self {
         let sequencer = sequencer::Sequencer::new(
             sequencer::SequencerPorts {
+                limiter: Arc::clone(&ports.limiter),
+                send_limit,
                 messages: Arc::clone(&ports.messages),
                 cache: Arc::clone(&ports.cache),
                 events: Arc::clone(&ports.events),

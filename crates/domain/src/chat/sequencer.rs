@@ -19,8 +19,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{DomainError, DomainResult};
 use crate::event::{Event, EventBus};
-use crate::id::RoomId;
+use crate::id::{RoomId, UserId};
 use crate::message::{Message, MessageCache, MessageRepository, NewMessage, Posted};
+use crate::rate_limit::{RateDecision, RateLimit, RateLimiter};
 use crate::sync::lock;
 
 /// The most sends stored in one transaction.
@@ -59,9 +60,12 @@ impl QueuedSend {
     }
 }
 
-/// What the sequencer writes to and tells.
+/// What the sequencer counts against, writes to and tells.
 #[derive(Clone)]
 pub(super) struct SequencerPorts {
+    pub(super) limiter: Arc<dyn RateLimiter>,
+    /// Messages per author per window, REST and WebSocket together.
+    pub(super) send_limit: RateLimit,
     pub(super) messages: Arc<dyn MessageRepository>,
     pub(super) cache: Arc<dyn MessageCache>,
     pub(super) events: Arc<dyn EventBus>,
@@ -168,19 +172,7 @@ impl Sequencer {
     async fn store(&self, room: RoomId, batch: &mut Vec<Pending>) {
         let (messages, answers): (Vec<NewMessage>, Vec<_>) =
             batch.drain(..).map(|pending| (pending.message, pending.answer)).unzip();
-        let outcomes = match self.ports.messages.insert_batch(room, &messages).await {
-            Ok(outcomes) if outcomes.len() == messages.len() => outcomes,
-            Ok(_) => {
-                let error =
-                    DomainError::internal("storage answered a batch with the wrong number of outcomes");
-                tracing::error!(%error, "a batch of sends failed");
-                messages.iter().map(|_| Err(copy_of(&error))).collect()
-            }
-            Err(error) => {
-                tracing::warn!(%error, sends = messages.len(), "a batch of sends failed");
-                messages.iter().map(|_| Err(copy_of(&error))).collect()
-            }
-        };
+        let outcomes = self.limit_then_insert(room, messages).await;
 
         let created: Vec<Message> = outcomes
             .iter()
@@ -207,6 +199,76 @@ impl Sequencer {
     }
 }
 
+impl Sequencer {
+    /// Each author's rate limit for the whole batch at once (in queue order, so an author's
+    /// first sends take the points left), then the sends within their limit in one
+    /// transaction. One outcome per message, in order.
+    async fn limit_then_insert(&self, room: RoomId, messages: Vec<NewMessage>) -> Vec<DomainResult<Posted>> {
+        let count = messages.len();
+        let keys: Vec<String> = messages.iter().map(|message| send_key(message.author_id)).collect();
+        let decisions = match self.ports.limiter.acquire_each(&keys, self.ports.send_limit).await {
+            Ok(decisions) if decisions.len() == count => decisions,
+            Ok(_) => {
+                let error = DomainError::internal("the rate limiter answered for the wrong number of sends");
+                return fail_all(count, &error);
+            }
+            Err(error) => {
+                tracing::warn!(%error, sends = count, "could not count a batch of sends");
+                return fail_all(count, &error);
+            }
+        };
+
+        let mut outcomes: Vec<Option<DomainResult<Posted>>> = Vec::with_capacity(count);
+        let mut allowed = Vec::with_capacity(count);
+        for (message, decision) in messages.into_iter().zip(decisions) {
+            match decision {
+                RateDecision::Allowed { .. } => {
+                    allowed.push(message);
+                    outcomes.push(None);
+                }
+                RateDecision::Limited { retry_after } => {
+                    outcomes.push(Some(Err(DomainError::RateLimited { retry_after })));
+                }
+            }
+        }
+        if !allowed.is_empty() {
+            let stored = match self.ports.messages.insert_batch(room, &allowed).await {
+                Ok(stored) if stored.len() == allowed.len() => stored,
+                Ok(_) => {
+                    let error =
+                        DomainError::internal("storage answered a batch with the wrong number of outcomes");
+                    tracing::error!(%error, "a batch of sends failed");
+                    fail_all(allowed.len(), &error)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, sends = allowed.len(), "a batch of sends failed");
+                    fail_all(allowed.len(), &error)
+                }
+            };
+            let mut stored = stored.into_iter();
+            for outcome in outcomes.iter_mut().filter(|outcome| outcome.is_none()) {
+                *outcome = stored.next();
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or_else(|| Err(DomainError::internal("a send of a batch went unanswered")))
+            })
+            .collect()
+    }
+}
+
+/// The rate limit's key for an author's sends.
+fn send_key(author: UserId) -> String {
+    format!("send:{author}")
+}
+
+/// The same failure for each of `count` sends.
+fn fail_all(count: usize, error: &DomainError) -> Vec<DomainResult<Posted>> {
+    (0..count).map(|_| Err(copy_of(error))).collect()
+}
+
 /// The same failure for every send of a batch that failed as a whole.
 fn copy_of(error: &DomainError) -> DomainError {
     match error {
@@ -230,7 +292,10 @@ mod tests {
     use crate::rate_limit::RateDecision;
 
     fn allow_every_send(mocks: &mut Mocks) {
-        mocks.limiter.expect_acquire().returning(|_, _| Ok(RateDecision::Allowed { remaining: 1 }));
+        mocks
+            .limiter
+            .expect_acquire_each()
+            .returning(|keys, _| Ok(keys.iter().map(|_| RateDecision::Allowed { remaining: 1 }).collect()));
     }
 
     fn content(text: &str) -> MessageContent {
@@ -330,6 +395,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_send_over_its_authors_limit_is_refused_alone_and_takes_no_seq() {
+        let room = RoomId::generate();
+        let mut mocks = Mocks::new();
+        mocks.limiter.expect_acquire_each().times(1).returning(|keys, _| {
+            assert_eq!(keys.len(), 3, "one decision for the whole batch");
+            Ok(vec![
+                RateDecision::Allowed { remaining: 1 },
+                RateDecision::Limited { retry_after: Duration::from_secs(4) },
+                RateDecision::Allowed { remaining: 0 },
+            ])
+        });
+        mocks
+            .messages
+            .expect_insert_batch()
+            .withf(|_, batch| batch.iter().map(|new| new.content.as_str()).eq(["0", "2"]))
+            .times(1)
+            .returning(|_, batch| Ok(stored_from(1, batch)));
+        mocks.cache.expect_messages_stored().times(1).returning(|_, _| Ok(()));
+        mocks.events.expect_publish_all().times(1).returning(|_| Ok(()));
+        let service = mocks.service();
+
+        let mut queued = Vec::new();
+        for n in 0..3 {
+            let author = UserId::generate();
+            queued.push(
+                service.enqueue(author, &RoomRef::Id(room), content(&n.to_string()), None).await.unwrap(),
+            );
+        }
+        let mut outcomes = Vec::new();
+        for send in queued {
+            outcomes.push(send.stored().await);
+        }
+        assert!(matches!(&outcomes[0], Ok(posted) if posted.message.seq == 1));
+        assert!(
+            matches!(outcomes[1], Err(DomainError::RateLimited { retry_after }) if retry_after == Duration::from_secs(4))
+        );
+        assert!(matches!(&outcomes[2], Ok(posted) if posted.message.seq == 2));
+    }
+
+    #[tokio::test]
     async fn a_batch_that_fails_as_a_whole_fails_every_send_and_announces_nothing() {
         let room = RoomId::generate();
         let mut mocks = Mocks::new();
@@ -388,8 +493,18 @@ mod tests {
         cache.expect_messages_stored().with(eq(room), mockall::predicate::always()).returning(|_, _| Ok(()));
         let mut events = crate::event::MockEventBus::new();
         events.expect_publish_all().returning(|_| Ok(()));
+        let mut limiter = crate::rate_limit::MockRateLimiter::new();
+        limiter
+            .expect_acquire_each()
+            .returning(|keys, _| Ok(vec![RateDecision::Allowed { remaining: 1 }; keys.len()]));
         let sequencer = Sequencer::new(
-            SequencerPorts { messages: Arc::new(messages), cache: Arc::new(cache), events: Arc::new(events) },
+            SequencerPorts {
+                limiter: Arc::new(limiter),
+                send_limit: RateLimit { points: 5, window: IDLE },
+                messages: Arc::new(messages),
+                cache: Arc::new(cache),
+                events: Arc::new(events),
+            },
             |posted, _| Ok(posted),
         );
         let new = |content: &str| NewMessage {
