@@ -24,7 +24,7 @@ docs:
 
 ## Measure (release builds): REST sends and history reads with 64 connections on SQLite and
 ## PostgreSQL (in-process adapters); the write path (REST sends into one room and into 64 rooms,
-## one pipelined WebSocket sender into a room of 200 subscribers) on SQLite and on
+## one pipelined WebSocket sender into a room of 200 subscribers, then of none) on SQLite and on
 ## PostgreSQL + Redis, with the server's CPU per message; WebSocket fan-out to 1000 subscribers;
 ## server memory per idle WebSocket.
 bench: services
@@ -33,6 +33,8 @@ bench: services
 	./target/release/convo-bench postgres 64 10
 	./target/release/convo-write-bench sqlite 10 200 window:256
 	./target/release/convo-write-bench postgres-redis 10 200 window:256
+	./target/release/convo-write-bench sqlite 10 0 window:256
+	./target/release/convo-write-bench postgres-redis 10 0 window:256
 	./target/release/convo-ws-bench fanout 1000 100 10
 	./target/release/convo-ws-bench idle 10000
 
