@@ -7,6 +7,7 @@
 //! server is linked once; `convo-bench` in `src/bin` uses the same support, and the benches
 //! that measure the server's CPU apart from their own run it as a child process ([`process`]).
 
+pub mod bench;
 pub mod process;
 pub mod redis;
 pub mod ws;

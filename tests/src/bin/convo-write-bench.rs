@@ -32,19 +32,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use convo_tests::bench::{Socket, join, open_socket};
 use convo_tests::process::{ServerProcess, Stack, own_cpu_time};
 use convo_tests::{TestApp, TestUser};
 use futures_util::future::join_all;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Connections of the REST scenarios.
 const CONNECTIONS: usize = 64;
@@ -416,28 +412,5 @@ fn message_seq(text: &str) -> Option<i64> {
 
 async fn connect(app: &TestApp, token: &str) -> Socket {
     let url = format!("{}/ws", app.base_url.replacen("http://", "ws://", 1));
-    let mut request = url.into_client_request().expect("request");
-    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
-    let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
-    let (mut socket, _) =
-        tokio_tungstenite::connect_async_with_config(request, Some(config), false).await.expect("upgrade");
-    next_text(&mut socket).await; // ready
-    socket
-}
-
-async fn next_text(socket: &mut Socket) -> String {
-    loop {
-        match socket.next().await {
-            Some(Ok(Message::Text(text))) => return text.to_string(),
-            Some(Ok(_)) => continue,
-            other => panic!("socket ended: {other:?}"),
-        }
-    }
-}
-
-/// Subscribes the socket to `room` and waits for `joined`.
-async fn join(socket: &mut Socket, room: &str) {
-    let frame = json!({"type": "join", "roomId": room, "ref": "join"});
-    socket.send(Message::Text(frame.to_string().into())).await.expect("send");
-    while !next_text(socket).await.contains(r#""type":"joined""#) {}
+    open_socket(&url, token, WebSocketConfig::default().read_buffer_size(16 * 1024)).await
 }

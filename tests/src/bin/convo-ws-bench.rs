@@ -12,16 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use convo_tests::bench::{Socket, join, open_socket};
 use convo_tests::process::{ServerProcess, Stack};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 #[tokio::main]
 async fn main() {
@@ -69,34 +65,10 @@ impl Server {
     }
 
     async fn socket(&self, token: &str) -> Socket {
-        let mut request = format!("ws://{}/ws", self.base).into_client_request().expect("request");
-        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
         // Small client buffers: thousands of sockets live in this process too.
         let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-        let (mut socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false)
-            .await
-            .expect("upgrade");
-        next_text(&mut socket).await; // ready
-        socket
+        open_socket(&format!("ws://{}/ws", self.base), token, config).await
     }
-}
-
-async fn next_text(socket: &mut Socket) -> String {
-    loop {
-        match socket.next().await {
-            Some(Ok(Message::Text(text))) => return text.to_string(),
-            Some(Ok(_)) => continue,
-            other => panic!("socket ended: {other:?}"),
-        }
-    }
-}
-
-async fn join(socket: &mut Socket, room: &str) {
-    socket
-        .send(Message::Text(json!({"type": "join", "roomId": room}).to_string().into()))
-        .await
-        .expect("send");
-    while !next_text(socket).await.contains("\"joined\"") {}
 }
 
 async fn fanout(server: &Server, subscribers: u64, rate: u64, seconds: u64) {
