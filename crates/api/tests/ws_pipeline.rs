@@ -17,8 +17,8 @@ use convo_domain::auth::MockAuthService;
 use convo_domain::chat::{MockLiveService, MockRoomService, QueuedSend, Resumption};
 use convo_domain::{
     ClientMessageId, DomainError, DomainResult, Email, HistoryPage, HistoryQuery, Message, MessageContent,
-    MessageId, MessageService, Posted, Principal, RoomId, RoomRef, SessionId, Subscription, User, UserId,
-    UserRef, Username,
+    MessageId, MessageService, Posted, Principal, Room, RoomId, RoomName, RoomRef, SessionId, Subscription,
+    Topic, User, UserId, UserRef, Username,
 };
 use poem::listener::{Acceptor, Listener, TcpListener};
 use serde_json::{Value, json};
@@ -123,6 +123,10 @@ struct Gate {
     messages: Arc<GatedMessages>,
     settings: HttpSettings,
     address: SocketAddr,
+    /// A room the user does not belong to; every other room takes them.
+    outsider_room: RoomId,
+    /// The topics the instance subscribed to, in order.
+    subscribed: Arc<Mutex<Vec<Topic>>>,
 }
 
 impl Gate {
@@ -167,10 +171,28 @@ async fn serve() -> Gate {
     live.expect_disconnected().returning(|_| Ok(()));
     // Each feed stays open (a closed room feed would close its subscribers) and stays silent.
     let feeds = Mutex::new(Vec::new());
-    live.expect_subscribe().returning(move |_| {
+    let subscribed = Arc::new(Mutex::new(Vec::new()));
+    let topics = Arc::clone(&subscribed);
+    live.expect_subscribe().returning(move |topic| {
+        topics.lock().expect("topics").push(topic);
         let (feed, events) = broadcast::channel(16);
         feeds.lock().expect("feeds").push(feed);
         Ok(Subscription::new(events))
+    });
+    let outsider_room = RoomId::generate();
+    let mut rooms = MockRoomService::new();
+    rooms.expect_room().returning(move |_, room| {
+        if room == outsider_room {
+            return Err(DomainError::NotAMember);
+        }
+        Ok(Room {
+            id: room,
+            name: RoomName::parse("general").expect("name"),
+            owner_id: user_id,
+            created_at: Utc::now(),
+            member_count: 1,
+            last_seq: 0,
+        })
     });
     live.expect_last_seq().returning(|_| Ok(0));
     live.expect_resume()
@@ -182,7 +204,7 @@ async fn serve() -> Gate {
     let messages = Arc::new(GatedMessages { author, started, finished, rooms: Mutex::new(HashMap::new()) });
     let state = AppState {
         auth: Arc::new(auth),
-        rooms: Arc::new(MockRoomService::new()),
+        rooms: Arc::new(rooms),
         messages: messages.clone(),
         live: Arc::new(live),
         probes: Vec::new(),
@@ -192,7 +214,15 @@ async fn serve() -> Gate {
     let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.expect("bind");
     let address = acceptor.local_addr()[0].as_socket_addr().copied().expect("a TCP address");
     tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
-    Gate { started: started_rx, finished: finished_rx, messages, settings, address }
+    Gate {
+        started: started_rx,
+        finished: finished_rx,
+        messages,
+        settings,
+        address,
+        outsider_room,
+        subscribed,
+    }
 }
 
 /// What the server sent.
@@ -307,6 +337,24 @@ async fn ping_and_join_are_answered_while_a_send_waits_in_the_service() {
     let ack = client.recv().await;
     assert_eq!((ack["type"].as_str(), ack["ref"].as_str()), (Some("ack"), Some("s")));
     assert_eq!(ack["message"]["seq"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_by_an_outsider_is_refused_before_the_instance_follows_the_room() {
+    let gate = serve().await;
+    let mut client = Client::connect(gate.address).await;
+
+    let room = gate.outsider_room;
+    client.send(json!({"type": "join", "roomId": room.to_string(), "ref": "j"})).await;
+    let refused = client.recv().await;
+    assert_eq!((refused["type"].as_str(), refused["ref"].as_str()), (Some("error"), Some("j")));
+    assert_eq!(refused["code"], "NOT_A_MEMBER");
+    assert!(!gate.subscribed.lock().expect("topics").contains(&Topic::Room(room)), "never subscribed");
+
+    let member_of = RoomId::generate();
+    client.send(json!({"type": "join", "roomId": member_of.to_string(), "ref": "k"})).await;
+    assert_eq!(client.recv().await["type"], "joined");
+    assert!(gate.subscribed.lock().expect("topics").contains(&Topic::Room(member_of)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -634,6 +634,10 @@ impl Connection {
         if self.rooms.remove(&room) {
             hub.unsubscribe(room, self.handle.id);
         }
+        // Only a member makes this instance follow the room's channel.
+        if let Err(error) = self.gateway.rooms.room(self.user.id, room).await {
+            return Ok(Some(Err(error)));
+        }
         // Subscribe first (frames held), then read what was missed: a message committed in
         // between is in both, and the hub drops the copy at or below the resumed seq.
         if let Err(error) = hub.subscribe(room, &self.handle).await {
