@@ -103,6 +103,15 @@ pub async fn run(socket: WebSocketStream, gateway: Gateway, principal: Principal
         sends: HashMap::new(),
         changes: Lane::default(),
     };
+    // Follow the session's events before saying `ready`: a logout the client makes once it is
+    // ready must find this connection listening.
+    let user_events = match connection.gateway.live.subscribe(Topic::User(user.id)).await {
+        Ok(events) => Some(events),
+        Err(error) => {
+            tracing::warn!(%error, "cannot follow session events; relying on periodic checks");
+            None
+        }
+    };
     connection.handle.push_frame(&ServerFrame::Ready {
         user: user_json(&user),
         session_id: principal.session_id.as_uuid(),
@@ -112,7 +121,7 @@ pub async fn run(socket: WebSocketStream, gateway: Gateway, principal: Principal
     }
     let mut stream = stream;
     let mut closed = close_rx;
-    if let Ending::Close(code, reason) = connection.read_frames(&mut stream, &mut closed).await {
+    if let Ending::Close(code, reason) = connection.read_frames(&mut stream, &mut closed, user_events).await {
         // The client still reads: answer what is in flight, then close after the answers.
         connection.answer_in_flight(&mut closed).await;
         connection.handle.close_after_queue(code, reason);
@@ -293,15 +302,9 @@ impl Connection {
         &mut self,
         stream: &mut SplitStream<WebSocketStream>,
         closed: &mut watch::Receiver<Option<(u16, &'static str)>>,
+        mut user_events: Option<convo_domain::Subscription>,
     ) -> Ending {
         let mut shutdown = self.gateway.shutdown.clone();
-        let mut user_events = match self.gateway.live.subscribe(Topic::User(self.user.id)).await {
-            Ok(events) => Some(events),
-            Err(error) => {
-                tracing::warn!(%error, "cannot follow session events; relying on periodic checks");
-                None
-            }
-        };
         let mut heartbeat = interval_at(Instant::now() + PING_AFTER, PING_AFTER / 2);
         let mut session_check = interval_at(Instant::now() + SESSION_CHECK, SESSION_CHECK);
         let mut last_heard = Instant::now();
