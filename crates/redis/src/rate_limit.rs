@@ -36,16 +36,16 @@ return {granted, points - used, left}
     )
 });
 
-/// The same answer without taking anything.
+/// The answer [`ACQUIRE`] would give for one point, without taking anything.
 static PEEK: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r"
-local points = tonumber(ARGV[1])
+local points, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-if used < points then return {1, points - used} end
 local left = redis.call('PTTL', KEYS[1])
-if left < 0 then left = tonumber(ARGV[2]) end
-return {0, left}
+if left < 0 then left = window end
+if used < points then return {1, points - used, left} end
+return {0, points - used, left}
 ",
     )
 });
@@ -102,20 +102,6 @@ impl Grant {
     }
 }
 
-/// The peek script's answer: `{1, remaining}` or `{0, ms until the window closes}`.
-fn peeked(answer: Value, limit: RateLimit) -> DomainResult<RateDecision> {
-    let Value::Array(parts) = answer else { return Err(malformed("rate limit")) };
-    let (Some(allowed), Some(number)) = (parts.first().and_then(int), parts.get(1).and_then(int)) else {
-        return Err(malformed("rate limit"));
-    };
-    Ok(if allowed == 1 {
-        RateDecision::Allowed { remaining: u32::try_from(number).unwrap_or(0) }
-    } else {
-        let left = Duration::from_millis(u64::try_from(number).unwrap_or(1).max(1));
-        RateDecision::Limited { retry_after: left.min(limit.window) }
-    })
-}
-
 #[async_trait]
 impl RateLimiter for RedisRateLimiter {
     async fn acquire(&self, key: &str, limit: RateLimit) -> DomainResult<RateDecision> {
@@ -163,8 +149,7 @@ impl RateLimiter for RedisRateLimiter {
         if let Some(refused) = limit.refusal_without_budget() {
             return Ok(refused);
         }
-        let window = millis(limit.window).max(1);
-        let args = vec![limit.points.to_string(), window.to_string()];
-        peeked(self.redis.script(WHAT, &PEEK, vec![self.redis.keys().rate(key)], args).await?, limit)
+        let keys = vec![self.redis.keys().rate(key)];
+        Ok(Grant::parse(self.redis.script(WHAT, &PEEK, keys, Self::args(limit, 1)).await?, limit)?.first())
     }
 }
