@@ -84,7 +84,7 @@ impl FallbackRateLimiter {
     }
 
     /// Notes how the primary's call went; `None` if it failed.
-    fn answered(&self, outcome: DomainResult<RateDecision>) -> Option<RateDecision> {
+    fn answered<T>(&self, outcome: DomainResult<T>) -> Option<T> {
         match outcome {
             Ok(decision) => {
                 self.outage.recovered();
@@ -115,16 +115,9 @@ impl RateLimiter for FallbackRateLimiter {
     }
 
     async fn acquire_each(&self, keys: &[String], limit: RateLimit) -> DomainResult<Vec<RateDecision>> {
-        match self.primary.acquire_each(keys, limit).await {
-            Ok(decisions) => {
-                self.outage.recovered();
-                Ok(decisions)
-            }
-            Err(error) => {
-                self.outage.failed(&error);
-                tracing::debug!(%error, "rate limits from the fallback");
-                self.fallback.acquire_each(keys, limit).await
-            }
+        match self.answered(self.primary.acquire_each(keys, limit).await) {
+            Some(decisions) => Ok(decisions),
+            None => self.fallback.acquire_each(keys, limit).await,
         }
     }
 

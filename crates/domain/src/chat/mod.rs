@@ -70,13 +70,13 @@ pub struct ChatUseCases {
     ports: ChatPorts,
     /// Where sends queue per room, to be stored in batches.
     sequencer: Arc<sequencer::Sequencer>,
-    /// Messages per user per window, REST and WebSocket together.
-    send_limit: RateLimit,
 }
 
 impl std::fmt::Debug for ChatUseCases {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatUseCases").field("send_limit", &self.send_limit).finish_non_exhaustive()
+        f.debug_struct("ChatUseCases")
+            .field("send_limit", &self.sequencer.send_limit())
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,7 +93,7 @@ impl ChatUseCases {
             },
             messages::retried_send,
         );
-        Self { ports, sequencer, send_limit }
+        Self { ports, sequencer }
     }
 
     async fn resolve(&self, room: &RoomRef) -> DomainResult<RoomId> {

@@ -99,6 +99,11 @@ impl Sequencer {
         Arc::new(Self { ports, verdict, rooms: Mutex::new(HashMap::new()), next_worker: AtomicU64::new(0) })
     }
 
+    /// Messages per author per window, REST and WebSocket together.
+    pub(super) fn send_limit(&self) -> RateLimit {
+        self.ports.send_limit
+    }
+
     /// Queues the message behind every send queued before it to its room. Waits only while
     /// the room's queue is full.
     pub(super) async fn enqueue(self: &Arc<Self>, message: NewMessage) -> DomainResult<QueuedSend> {
@@ -197,9 +202,7 @@ impl Sequencer {
             let _ = answer.send(outcome.and_then(|posted| (self.verdict)(posted, room)));
         }
     }
-}
 
-impl Sequencer {
     /// Each author's rate limit for the whole batch at once (in queue order, so an author's
     /// first sends take the points left), then the sends within their limit in one
     /// transaction. One outcome per message, in order.
