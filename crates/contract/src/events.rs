@@ -55,9 +55,9 @@ pub async fn subscriber_receives_a_published_event<B: EventBus + ?Sized>(bus: Ar
     assert_eq!(next(&mut receiver).await, event);
 }
 
-pub async fn user_topic_delivers_session_revocations<B: EventBus + ?Sized>(bus: Arc<B>) {
+pub async fn sessions_topic_delivers_session_revocations<B: EventBus + ?Sized>(bus: Arc<B>) {
     let user = UserId::generate();
-    let mut receiver = subscribe(&*bus, Topic::User(user)).await;
+    let mut receiver = subscribe(&*bus, Topic::Sessions).await;
     let event = Event::SessionsRevoked {
         user_id: user,
         sessions: vec![SessionId::generate(), SessionId::generate()],

@@ -149,7 +149,7 @@ macro_rules! event_bus_contract {
     (@bodies $($mode:tt)*) => {
         $crate::__suite! { $($mode)* events:
             subscriber_receives_a_published_event,
-            user_topic_delivers_session_revocations,
+            sessions_topic_delivers_session_revocations,
             other_topics_are_not_received,
             every_subscriber_receives,
             order_is_preserved_for_one_publisher,

@@ -14,6 +14,7 @@ use crate::event::{Event, EventBus};
 use crate::id::{SessionId, UserId};
 use crate::rate_limit::{RateDecision, RateLimit, RateLimiter};
 use crate::session::{AccessGrant, Principal, Session, SessionStore, TicketStore, TokenCodec};
+use crate::session_cache::{Lookup, SessionCache};
 use crate::user::{Email, Password, PasswordHash, PasswordHasher, User, UserRepository, Username};
 
 /// How sessions and login throttling behave.
@@ -82,7 +83,8 @@ pub struct AuthPorts {
     pub tokens: Arc<dyn TokenCodec>,
     /// Counts failed logins per email and per client address.
     pub limiter: Arc<dyn RateLimiter>,
-    /// Announces revoked sessions, so live connections on every instance close.
+    /// Announces revoked sessions, so live connections on every instance close and no instance
+    /// keeps trusting them from memory.
     pub events: Arc<dyn EventBus>,
     /// The time sessions and tokens are stamped with.
     pub clock: Arc<dyn Clock>,
@@ -142,6 +144,9 @@ pub struct AuthUseCases {
     /// Checked against when the email is unknown, so that such a login costs what a wrong
     /// password costs and timing does not reveal who is registered.
     decoy_hash: OnceCell<PasswordHash>,
+    /// Sessions recently found alive, trusted without a store round trip while the revocation
+    /// announcements of every instance are heard.
+    sessions: Arc<SessionCache>,
 }
 
 impl std::fmt::Debug for AuthUseCases {
@@ -153,7 +158,8 @@ impl std::fmt::Debug for AuthUseCases {
 impl AuthUseCases {
     /// The use cases over these ports, with these settings.
     pub fn new(ports: AuthPorts, settings: AuthSettings) -> Self {
-        Self { ports, settings, decoy_hash: OnceCell::new() }
+        let sessions = SessionCache::new(Arc::clone(&ports.events), settings.session_ttl);
+        Self { ports, settings, decoy_hash: OnceCell::new(), sessions }
     }
 
     /// How sessions and login throttling behave here.
@@ -198,8 +204,10 @@ impl AuthUseCases {
     }
 
     /// Live connections of these sessions must close; the sessions are already gone, so a
-    /// failure to announce is logged rather than failing the logout.
+    /// failure to announce is logged rather than failing the logout (the other instances then
+    /// trust the session from memory for [`crate::session_cache`]'s short freshness at most).
     async fn announce_revoked(&self, user_id: UserId, sessions: Vec<SessionId>) {
+        self.sessions.forget(&sessions);
         if let Err(error) = self.ports.events.publish(Event::SessionsRevoked { user_id, sessions }).await {
             tracing::warn!(%error, "could not announce ended sessions");
         }
@@ -257,8 +265,14 @@ impl AuthService for AuthUseCases {
     }
 
     async fn check_session(&self, principal: &Principal) -> DomainResult<()> {
+        let Lookup::Ask(checkpoint) = self.sessions.lookup(principal).await else { return Ok(()) };
         match self.ports.sessions.touch(principal.session_id, self.settings.session_ttl).await? {
-            Some(session) if session.user_id == principal.user_id => Ok(()),
+            Some(session) if session.user_id == principal.user_id => {
+                if let Some(checkpoint) = checkpoint {
+                    self.sessions.remember(principal, checkpoint);
+                }
+                Ok(())
+            }
             _ => Err(DomainError::Unauthenticated),
         }
     }
@@ -319,6 +333,8 @@ mod tests {
         tokens: MockTokenCodec,
         limiter: MockRateLimiter,
         events: MockEventBus,
+        /// Whether the bus hears every instance, so that sessions may be trusted from memory.
+        hears_announcements: bool,
     }
 
     impl Mocks {
@@ -331,10 +347,18 @@ mod tests {
                 tokens: MockTokenCodec::new(),
                 limiter: MockRateLimiter::new(),
                 events: MockEventBus::new(),
+                hears_announcements: false,
             }
         }
 
-        fn service(self) -> AuthUseCases {
+        fn service(mut self) -> AuthUseCases {
+            let mark = self.hears_announcements.then_some(0);
+            self.events.expect_continuity().returning(move || mark);
+            let (announcements, _) = tokio::sync::broadcast::channel(4);
+            self.events
+                .expect_subscribe()
+                .with(eq(crate::event::Topic::Sessions))
+                .returning(move |_| Ok(crate::event::Subscription::new(announcements.subscribe())));
             let mut clock = MockClock::new();
             clock.expect_now().returning(|| Utc.timestamp_opt(1_800_000_000, 0).unwrap());
             AuthUseCases::new(
@@ -609,5 +633,83 @@ mod tests {
             service.redeem_connect_ticket(&ticket.ticket).await,
             Err(DomainError::Unauthenticated)
         ));
+    }
+
+    fn alive_session(mocks: &mut Mocks, principal: Principal, touches: usize) {
+        mocks.tokens.expect_decode().with(eq("tok")).returning(move |_| {
+            Ok(AccessGrant {
+                principal,
+                issued_at: DateTime::UNIX_EPOCH,
+                expires_at: DateTime::<Utc>::MAX_UTC,
+            })
+        });
+        let user_id = principal.user_id;
+        mocks
+            .sessions
+            .expect_touch()
+            .with(eq(principal.session_id), eq(Duration::from_secs(3600)))
+            .times(touches)
+            .returning(move |id, _| Ok(Some(Session { id, user_id, created_at: Utc::now() })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_announcements_are_heard_a_busy_session_is_checked_once_per_freshness() {
+        let principal = Principal { user_id: UserId::generate(), session_id: SessionId::generate() };
+        let mut mocks = Mocks::new();
+        mocks.hears_announcements = true;
+        // The first request starts following announcements, the second is remembered, then
+        // the session is trusted until it is no longer fresh.
+        alive_session(&mut mocks, principal, 3);
+        let service = mocks.service();
+        for _ in 0..10 {
+            assert_eq!(service.authenticate("tok").await.unwrap(), principal);
+        }
+        tokio::time::advance(crate::session_cache::FRESH_FOR).await;
+        assert_eq!(service.authenticate("tok").await.unwrap(), principal);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_announcements_every_request_asks_the_store() {
+        let principal = Principal { user_id: UserId::generate(), session_id: SessionId::generate() };
+        let mut mocks = Mocks::new();
+        alive_session(&mut mocks, principal, 5);
+        let service = mocks.service();
+        for _ in 0..5 {
+            service.authenticate("tok").await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_logged_out_here_is_refused_at_once_though_it_was_trusted() {
+        let principal = Principal { user_id: UserId::generate(), session_id: SessionId::generate() };
+        let mut mocks = Mocks::new();
+        mocks.hears_announcements = true;
+        mocks.tokens.expect_decode().returning(move |_| {
+            Ok(AccessGrant {
+                principal,
+                issued_at: DateTime::UNIX_EPOCH,
+                expires_at: DateTime::<Utc>::MAX_UTC,
+            })
+        });
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gone = ended.clone();
+        let user_id = principal.user_id;
+        mocks.sessions.expect_touch().returning(move |id, _| {
+            Ok((!gone.load(std::sync::atomic::Ordering::SeqCst)).then(|| Session {
+                id,
+                user_id,
+                created_at: Utc::now(),
+            }))
+        });
+        mocks.sessions.expect_revoke().returning(move |_, _| {
+            ended.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(true)
+        });
+        mocks.events.expect_publish().returning(|_| Ok(()));
+        let service = mocks.service();
+        service.authenticate("tok").await.unwrap();
+        service.authenticate("tok").await.unwrap();
+        service.logout(&principal).await.unwrap();
+        assert!(matches!(service.authenticate("tok").await, Err(DomainError::Unauthenticated)));
     }
 }

@@ -62,17 +62,20 @@ pub enum Event {
     },
 }
 
-/// Where an event is delivered: the subscribers of a room, or the connections of a user.
+/// Where an event is delivered: the subscribers of a room, or everyone who must know which
+/// sessions ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Topic {
     /// Everything that happens in one room, for its members' connections.
     Room(RoomId),
-    /// What concerns one user's own connections (their sessions being revoked).
-    User(UserId),
+    /// Ended sessions, for every instance: its live connections close and its cache of
+    /// sessions forgets them. One topic for all users, since revocations are rare and an
+    /// instance must hear all of them to trust any session it remembers.
+    Sessions,
 }
 
 impl Event {
-    /// The topic the event is delivered on: its room's, or for revoked sessions its user's.
+    /// The topic the event is delivered on: its room's, or [`Topic::Sessions`] for revocations.
     pub fn topic(&self) -> Topic {
         match self {
             Self::MessageCreated(message) | Self::MessageEdited(message) => Topic::Room(message.room_id),
@@ -81,7 +84,7 @@ impl Event {
             | Self::MemberLeft { room_id, .. }
             | Self::Typing { room_id, .. }
             | Self::Presence { room_id, .. } => Topic::Room(*room_id),
-            Self::SessionsRevoked { user_id, .. } => Topic::User(*user_id),
+            Self::SessionsRevoked { .. } => Topic::Sessions,
         }
     }
 }
@@ -150,4 +153,12 @@ pub trait EventBus: Send + Sync {
     }
     /// A feed of the events published on `topic` from now on.
     async fn subscribe(&self, topic: Topic) -> DomainResult<Subscription>;
+    /// Whether this instance hears what other instances publish: `Some(mark)` while it does,
+    /// where `mark` changes whenever events may have been missed since (the link to the others
+    /// dropped and came back, or fell behind), and `None` while it is cut off. What is kept
+    /// correct by events (a cache of sessions) may be trusted only while the mark it was filled
+    /// under still holds. A bus that spans one process hears everything: `Some(0)`.
+    fn continuity(&self) -> Option<u64> {
+        Some(0)
+    }
 }

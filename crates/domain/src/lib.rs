@@ -105,6 +105,7 @@ pub mod rate_limit;
 pub mod redact;
 pub mod room;
 pub mod session;
+mod session_cache;
 pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -25,10 +25,9 @@ impl InMemoryEventBus {
     pub const DEFAULT_CAPACITY: usize = 256;
     /// Every channel allocates its capacity up front; beyond this it is a mistake.
     const MAX_CAPACITY: usize = 1 << 16;
-    /// A user's topic carries only the rare end of their sessions, and there is one per online
-    /// user: a few slots keep an idle connection small. A receiver that lags there rechecks
-    /// its session instead.
-    pub const USER_TOPIC_CAPACITY: usize = 4;
+    /// The sessions topic carries only the rare end of sessions; a receiver that lags there
+    /// rechecks what it trusted instead.
+    pub const SESSIONS_TOPIC_CAPACITY: usize = 64;
 
     /// A bus whose subscribers may each fall `capacity` events behind (clamped to 1..=65536).
     pub fn new(capacity: usize) -> Self {
@@ -95,7 +94,7 @@ impl EventBus for InMemoryEventBus {
         shard.sweep_if_due(Instant::now());
         let capacity = match topic {
             Topic::Room(_) => self.capacity,
-            Topic::User(_) => Self::USER_TOPIC_CAPACITY.min(self.capacity),
+            Topic::Sessions => Self::SESSIONS_TOPIC_CAPACITY.min(self.capacity),
         };
         let sender = shard.channels.entry(topic).or_insert_with(|| broadcast::channel(capacity).0);
         Ok(Subscription::new(sender.subscribe()))
@@ -116,7 +115,7 @@ mod tests {
     async fn a_publish_to_a_topic_nobody_listens_to_removes_its_channel() {
         let bus = InMemoryEventBus::default();
         let user = UserId::generate();
-        let receiver = bus.subscribe(Topic::User(user)).await.expect("subscribe");
+        let receiver = bus.subscribe(Topic::Sessions).await.expect("subscribe");
         assert_eq!(bus.topics(), 1);
         drop(receiver);
         bus.publish(revoked(user)).await.expect("publish");
@@ -160,7 +159,7 @@ mod tests {
     async fn a_slow_subscriber_lags_instead_of_blocking_the_publisher() {
         let bus = InMemoryEventBus::new(4);
         let user = UserId::generate();
-        let mut receiver = bus.subscribe(Topic::User(user)).await.expect("subscribe");
+        let mut receiver = bus.subscribe(Topic::Sessions).await.expect("subscribe");
         for _ in 0..10 {
             bus.publish(revoked(user)).await.expect("publish");
         }

@@ -10,8 +10,13 @@
 //! before `subscribe` was called can never reach the new subscriber, and every event published
 //! after `subscribe` returned does. `MessageCreated` events are de-duplicated per topic by
 //! (room, seq), so a publish retried after a timeout is seen once.
+//!
+//! Pub/sub is fire-and-forget: what is published while the subscriber connection is down is
+//! lost to this instance. [`EventBus::continuity`] says so: `None` from the moment the
+//! connection fails until it is back and every channel is subscribed again, then a new mark.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -20,6 +25,7 @@ use convo_domain::{DomainError, DomainResult, Event, EventBus, OutageLog, Subscr
 use fred::clients::SubscriberClient;
 use fred::prelude::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::Message as RedisMessage;
+use fred::types::config::Server;
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
@@ -53,6 +59,28 @@ struct Shared {
     /// map changed.
     subscriptions: tokio::sync::Mutex<()>,
     outage: OutageLog,
+    link: Link,
+}
+
+/// Whether the subscriber connection has heard everything published since `mark` last changed.
+#[derive(Default)]
+struct Link {
+    /// Cleared when the connection fails; set once it is back and its channels are subscribed.
+    whole: AtomicBool,
+    /// Changes at every return of the connection and whenever the dispatcher dropped messages.
+    mark: AtomicU64,
+}
+
+impl Link {
+    fn broken(&self) {
+        self.whole.store(false, Ordering::SeqCst);
+        self.mark.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn restored(&self) {
+        self.mark.fetch_add(1, Ordering::SeqCst);
+        self.whole.store(true, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -119,7 +147,7 @@ impl RedisEventBus {
             Ok(Err(error)) => return Err(RedisError::Connect(error.to_string())),
             Err(_) => return Err(RedisError::Connect(format!("no answer within {timeout:?}"))),
         }
-        let manager = subscriber.manage_subscriptions();
+        let (reconnects, errors) = (subscriber.reconnect_rx(), subscriber.error_rx());
         let shared = Arc::new(Shared {
             redis,
             subscriber,
@@ -129,10 +157,13 @@ impl RedisEventBus {
                 "Redis unreachable: events reach this instance's subscribers only",
                 "Redis reachable again: events reach every instance",
             ),
+            link: Link::default(),
         });
+        shared.link.restored();
+        let follower = tokio::spawn(follow_link(Arc::downgrade(&shared), reconnects, errors));
         let dispatcher = tokio::spawn(dispatch(Arc::downgrade(&shared), inbox));
         let sweeper = tokio::spawn(sweep(Arc::downgrade(&shared)));
-        Ok(Self { shared, tasks: vec![manager, dispatcher, sweeper] })
+        Ok(Self { shared, tasks: vec![follower, dispatcher, sweeper] })
     }
 
     /// Redis channels this instance is subscribed to (topics with local subscribers, and
@@ -213,8 +244,50 @@ async fn dispatch(shared: Weak<Shared>, mut inbox: broadcast::Receiver<RedisMess
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::error!(missed, "the event dispatcher fell behind; events were lost");
+                let Some(shared) = shared.upgrade() else { return };
+                shared.link.mark.fetch_add(1, Ordering::SeqCst);
             }
             Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Tracks the subscriber connection: a failure breaks the link; a reconnection subscribes
+/// every channel again and only then restores it, under a new mark.
+async fn follow_link(
+    shared: Weak<Shared>,
+    mut reconnects: broadcast::Receiver<Server>,
+    mut errors: broadcast::Receiver<(fred::error::Error, Option<Server>)>,
+) {
+    loop {
+        let reconnected = tokio::select! {
+            reconnect = reconnects.recv() => match reconnect {
+                Err(broadcast::error::RecvError::Closed) => return,
+                _ => true,
+            },
+            error = errors.recv() => match error {
+                Err(broadcast::error::RecvError::Closed) => return,
+                _ => false,
+            },
+        };
+        let Some(shared) = shared.upgrade() else { return };
+        shared.link.broken();
+        // Retried while the connection stays up, since no further reconnection may come.
+        while reconnected && shared.subscriber.is_connected() {
+            let resubscribed = {
+                let _order = shared.subscriptions.lock().await;
+                shared.subscriber.resubscribe_all().await
+            };
+            match resubscribed {
+                Ok(()) => {
+                    shared.link.restored();
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not subscribe the event channels again");
+                    tokio::time::sleep(FENCE_RETRY * 10).await;
+                }
+            }
         }
     }
 }
@@ -373,6 +446,12 @@ impl EventBus for RedisEventBus {
         }
         shared.forget(&channel, fence);
         Err(DomainError::unavailable(WHAT, "the subscription was not confirmed in time"))
+    }
+
+    fn continuity(&self) -> Option<u64> {
+        let link = &self.shared.link;
+        let mark = link.mark.load(Ordering::SeqCst);
+        (link.whole.load(Ordering::SeqCst) && self.shared.subscriber.is_connected()).then_some(mark)
     }
 }
 

@@ -12,7 +12,7 @@
 //! | `{p}cache:{<room>}:msgs` | hash, idle TTL | `j:<id>` message JSON, `e:<id>` edit time (µs) |
 //! | `{p}presence:{<user>}` | sorted set, TTL | instance ids scored by expiry (ms) |
 //!
-//! Pub/sub channels: `{p}events:room:{<room>}` and `{p}events:user:{<user>}`.
+//! Pub/sub channels: `{p}events:room:{<room>}` and `{p}events:sessions`.
 
 use convo_domain::{RoomId, SessionId, Topic, UserId};
 
@@ -60,7 +60,7 @@ impl Keys {
     pub fn channel(&self, topic: Topic) -> String {
         match topic {
             Topic::Room(room) => format!("{}events:room:{{{room}}}", self.prefix),
-            Topic::User(user) => format!("{}events:user:{{{user}}}", self.prefix),
+            Topic::Sessions => format!("{}events:sessions", self.prefix),
         }
     }
 }

@@ -67,7 +67,7 @@ async fn an_instance_follows_a_room_only_while_it_has_subscribers() {
     assert_eq!(bus.subscribed_channels(), 0, "no traffic without subscribers");
     let first = bus.subscribe(Topic::Room(RoomId::generate())).await.unwrap();
     let second = bus.subscribe(Topic::Room(RoomId::generate())).await.unwrap();
-    let again = bus.subscribe(Topic::User(UserId::generate())).await.unwrap();
+    let again = bus.subscribe(Topic::Sessions).await.unwrap();
     assert_eq!(bus.subscribed_channels(), 3);
     drop((first, again));
     tokio::time::sleep(convo_redis::SWEEP_EVERY + Duration::from_secs(1)).await;

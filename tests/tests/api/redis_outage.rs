@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use convo_domain::{Event, EventBus, SessionId, Topic, UserId};
+use convo_redis::{RedisConnection, RedisEventBus};
 use convo_sql::testing::TestDatabase;
 use convo_tests::redis::{RedisServer, spawn_on};
 use convo_tests::ws::WsClient;
@@ -77,6 +79,11 @@ async fn redis_crash_fails_closed_keeps_sockets_sending_and_recovers_without_a_r
 
     redis.kill();
 
+    let ready = status_of(&app, app.request(reqwest::Method::GET, "/ready")).await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ready.text().await.unwrap().contains("cache"), "/ready names the cache");
+    // The token was just in use, so its session may be remembered; with Redis known to be
+    // gone (revocations could go unheard), nothing is trusted from memory.
     let response = status_of(&app, app.get("/auth/me", &ada.token)).await;
     expect_problem(response, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE").await;
     let login = app
@@ -84,9 +91,6 @@ async fn redis_crash_fails_closed_keeps_sockets_sending_and_recovers_without_a_r
         .json(&json!({"email": ada.email, "password": ada.password}));
     expect_problem(status_of(&app, login).await, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE")
         .await;
-    let ready = status_of(&app, app.request(reqwest::Method::GET, "/ready")).await;
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(ready.text().await.unwrap().contains("cache"), "/ready names the cache");
     let health = status_of(&app, app.request(reqwest::Method::GET, "/health")).await;
     assert_eq!(health.status(), StatusCode::OK);
 
@@ -154,4 +158,37 @@ async fn messages_sent_while_redis_was_frozen_are_never_missing_from_cached_hist
         assert_eq!(contents(&app.history(&ada, &query).await), expected);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Waits (up to 15 s) until `done` holds.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_bus_admits_that_events_may_be_missed_while_redis_is_gone_and_after() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let settings = convo_redis::testing::settings(&redis.url(), "continuity:");
+    let bus = RedisEventBus::new(RedisConnection::connect(settings).await.expect("connects"))
+        .await
+        .expect("the bus starts");
+    let mut sessions = bus.subscribe(Topic::Sessions).await.expect("subscribes");
+    let before = bus.continuity().expect("hears every instance while Redis is up");
+
+    redis.kill();
+    eventually("the bus sees the loss", || bus.continuity().is_none()).await;
+    redis.restart();
+    eventually("the bus hears again", || bus.continuity().is_some()).await;
+    assert_ne!(bus.continuity(), Some(before), "what was trusted before the loss is trusted no more");
+
+    // Back means subscribed again: announcements reach the old subscription.
+    let revoked =
+        Event::SessionsRevoked { user_id: UserId::generate(), sessions: vec![SessionId::generate()] };
+    bus.publish(revoked.clone()).await.expect("publishes");
+    let heard = tokio::time::timeout(PROMPT, sessions.recv()).await.expect("in time");
+    assert_eq!(heard, Ok(revoked));
 }

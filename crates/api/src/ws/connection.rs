@@ -105,7 +105,7 @@ pub async fn run(socket: WebSocketStream, gateway: Gateway, principal: Principal
     };
     // Follow the session's events before saying `ready`: a logout the client makes once it is
     // ready must find this connection listening.
-    let user_events = match connection.gateway.live.subscribe(Topic::User(user.id)).await {
+    let user_events = match connection.gateway.live.subscribe(Topic::Sessions).await {
         Ok(events) => Some(events),
         Err(error) => {
             tracing::warn!(%error, "cannot follow session events; relying on periodic checks");
