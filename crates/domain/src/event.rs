@@ -22,6 +22,8 @@ pub enum Event {
         room_id: RoomId,
         /// The message that is gone.
         message_id: MessageId,
+        /// The seq it had, so a live stream tells of the deletion only after the message.
+        seq: i64,
     },
     /// A user joined the room.
     MemberJoined {

@@ -148,8 +148,11 @@ mod tests {
             drop(bus.subscribe(Topic::Room(RoomId::generate())).await.expect("subscribe"));
         }
         for (room, receiver) in rooms.iter().zip(&mut live) {
-            let event =
-                Event::MessageDeleted { room_id: *room, message_id: convo_domain::MessageId::generate() };
+            let event = Event::MessageDeleted {
+                room_id: *room,
+                message_id: convo_domain::MessageId::generate(),
+                seq: 1,
+            };
             bus.publish(event.clone()).await.expect("publish");
             assert_eq!(receiver.try_recv().expect("channels with receivers survive sweeps"), Some(event));
         }

@@ -85,15 +85,44 @@ pub(crate) fn decode_message(json: &str) -> DomainResult<Message> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "camelCase")]
 pub(crate) enum WireEvent {
-    Created { message: WireMessage },
-    Edited { message: WireMessage },
-    Deleted { room: Uuid, message: Uuid },
-    Joined { room: Uuid, user: WireUser },
-    Left { room: Uuid, user: WireUser },
-    Typing { room: Uuid, user: WireUser },
-    Presence { room: Uuid, user: WireUser, online: bool },
-    Revoked { user: Uuid, sessions: Vec<Uuid> },
-    Fence { token: u64 },
+    Created {
+        message: WireMessage,
+    },
+    Edited {
+        message: WireMessage,
+    },
+    Deleted {
+        room: Uuid,
+        message: Uuid,
+        /// Instances from before deletions carried their seq leave it out. 0 lies below every
+        /// seq, so a live stream passes such a deletion on at once, as those instances did.
+        #[serde(default)]
+        seq: i64,
+    },
+    Joined {
+        room: Uuid,
+        user: WireUser,
+    },
+    Left {
+        room: Uuid,
+        user: WireUser,
+    },
+    Typing {
+        room: Uuid,
+        user: WireUser,
+    },
+    Presence {
+        room: Uuid,
+        user: WireUser,
+        online: bool,
+    },
+    Revoked {
+        user: Uuid,
+        sessions: Vec<Uuid>,
+    },
+    Fence {
+        token: u64,
+    },
 }
 
 impl From<&Event> for WireEvent {
@@ -101,8 +130,8 @@ impl From<&Event> for WireEvent {
         match event {
             Event::MessageCreated(message) => Self::Created { message: message.into() },
             Event::MessageEdited(message) => Self::Edited { message: message.into() },
-            Event::MessageDeleted { room_id, message_id } => {
-                Self::Deleted { room: room_id.as_uuid(), message: message_id.as_uuid() }
+            Event::MessageDeleted { room_id, message_id, seq } => {
+                Self::Deleted { room: room_id.as_uuid(), message: message_id.as_uuid(), seq: *seq }
             }
             Event::MemberJoined { room_id, user } => {
                 Self::Joined { room: room_id.as_uuid(), user: user.into() }
@@ -126,9 +155,11 @@ impl WireEvent {
         Some(match self {
             Self::Created { message } => Event::MessageCreated(message.into()),
             Self::Edited { message } => Event::MessageEdited(message.into()),
-            Self::Deleted { room, message } => {
-                Event::MessageDeleted { room_id: RoomId::from(room), message_id: MessageId::from(message) }
-            }
+            Self::Deleted { room, message, seq } => Event::MessageDeleted {
+                room_id: RoomId::from(room),
+                message_id: MessageId::from(message),
+                seq,
+            },
             Self::Joined { room, user } => {
                 Event::MemberJoined { room_id: RoomId::from(room), user: user.into() }
             }
@@ -177,7 +208,7 @@ mod tests {
         let events = [
             Event::MessageCreated(m.clone()),
             Event::MessageEdited(m.clone()),
-            Event::MessageDeleted { room_id: room, message_id: m.id },
+            Event::MessageDeleted { room_id: room, message_id: m.id, seq: m.seq },
             Event::MemberJoined { room_id: room, user: user.clone() },
             Event::MemberLeft { room_id: room, user: user.clone() },
             Event::Typing { room_id: room, user: user.clone() },
@@ -189,5 +220,20 @@ mod tests {
             let back: WireEvent = serde_json::from_str(&json).expect("decodes");
             assert_eq!(back.into_event(), Some(event));
         }
+    }
+
+    #[test]
+    fn a_deletion_published_without_its_seq_still_decodes() {
+        let (room, message) = (Uuid::new_v4(), Uuid::new_v4());
+        let json = format!(r#"{{"t":"deleted","room":"{room}","message":"{message}"}}"#);
+        let wire: WireEvent = serde_json::from_str(&json).expect("decodes");
+        assert_eq!(
+            wire.into_event(),
+            Some(Event::MessageDeleted {
+                room_id: RoomId::from(room),
+                message_id: MessageId::from(message),
+                seq: 0
+            })
+        );
     }
 }

@@ -163,7 +163,7 @@ fn encode(event: &Event) -> Option<Encoded> {
     Some(match event {
         Event::MessageCreated(message) => Encoded::message(message),
         Event::MessageEdited(message) => plain(ServerFrame::MessageEdited { message: message_json(message) }),
-        Event::MessageDeleted { room_id, message_id } => plain(deleted(None, *room_id, *message_id)),
+        Event::MessageDeleted { room_id, message_id, .. } => plain(deleted(None, *room_id, *message_id)),
         Event::MemberJoined { room_id, user } => {
             plain(ServerFrame::UserJoined { room_id: room_id.as_uuid(), user: user_ref_json(user) })
         }

@@ -123,7 +123,12 @@ impl MessageService for ChatUseCases {
             if let Err(error) = self.ports.cache.message_deleted(message.room_id, id).await {
                 tracing::warn!(%error, "could not remove a deleted message from the cache");
             }
-            self.announce(Event::MessageDeleted { room_id: message.room_id, message_id: id }).await;
+            self.announce(Event::MessageDeleted {
+                room_id: message.room_id,
+                message_id: id,
+                seq: message.seq,
+            })
+            .await;
         }
         Ok(message.room_id)
     }
@@ -414,7 +419,7 @@ mod tests {
         mocks
             .events
             .expect_publish()
-            .with(eq(Event::MessageDeleted { room_id: room, message_id: id }))
+            .with(eq(Event::MessageDeleted { room_id: room, message_id: id, seq: 1 }))
             .times(1)
             .returning(|_| Ok(()));
         let service = mocks.service();
