@@ -15,7 +15,9 @@
 //!   sequencer and are stored a batch per transaction (group commit); the sequencer, not the
 //!   caller, caches and announces what it stored.
 //! - [`LiveService`]: the live side of a room: resume a stream after a seq, fill a gap,
-//!   subscribe to its events, typing and presence.
+//!   subscribe to its events, typing and presence. A [`RoomStream`] over it gives a room's
+//!   events in the order clients must see them (messages by seq, each edit or deletion after
+//!   its message), or where to resume when that order cannot be kept.
 //!
 //! [`AuthUseCases`] implements the first over the outbound ports gathered in [`AuthPorts`];
 //! [`ChatUseCases`] implements the other three over [`ChatPorts`]. Callers (Convo's REST and
@@ -116,8 +118,8 @@ pub use auth::{
     AuthPorts, AuthService, AuthSettings, AuthUseCases, CONNECT_TICKET_TTL, ConnectTicket, IssuedToken,
 };
 pub use chat::{
-    ChatPorts, ChatUseCases, LiveService, MAX_RESUMED_MESSAGES, MessageService, Resumption, RoomRef,
-    RoomService,
+    ChatPorts, ChatUseCases, LiveService, MAX_RESUMED_MESSAGES, MessageService, Resume, ResumeCause,
+    Resumption, RoomRef, RoomService, RoomStream,
 };
 pub use clock::{Clock, SystemClock};
 pub use error::{BoxError, DomainError, DomainResult, Field, ValidationError};

@@ -3,9 +3,12 @@
 //! (`rooms`: rooms and memberships), [`MessageService`] (`messages`: sending, reading, editing
 //! and deleting) and [`LiveService`] (`live`: a live stream resuming after a seq, typing,
 //! presence). The api depends on the ports it calls; this module holds what they share.
+//! [`RoomStream`] (`room_stream`) puts a room's live events in the order its clients must see
+//! them, whatever gateway delivers them.
 
 mod live;
 mod messages;
+mod room_stream;
 mod rooms;
 mod sequencer;
 #[cfg(test)]
@@ -29,6 +32,7 @@ pub use live::{LiveService, MAX_RESUMED_MESSAGES, Resumption};
 pub use messages::MessageService;
 #[cfg(any(test, feature = "mocks"))]
 pub use messages::MockMessageService;
+pub use room_stream::{GAP_WAIT, MAX_EARLY, Resume, ResumeCause, RoomStream};
 #[cfg(any(test, feature = "mocks"))]
 pub use rooms::MockRoomService;
 pub use rooms::RoomService;
