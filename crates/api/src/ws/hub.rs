@@ -1,26 +1,20 @@
 //! The fan-out of one instance. For each room with local subscribers, one pump task follows
-//! the room's events, puts messages in seq order (holding early ones and filling a gap that
-//! lingers from storage), encodes each frame once and hands the same bytes to every subscribed
-//! connection's outbound queue. No lock is held across an await, and no query runs per
-//! recipient.
+//! the room's [`RoomStream`] (which puts its events in the order clients must see them),
+//! encodes each frame once and hands the same bytes to every subscribed connection's outbound
+//! queue. No lock is held across an await, and no query runs per recipient.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use convo_domain::{DomainResult, Event, LiveService, Message, RoomId, Topic, UserId, lock};
+use convo_domain::{DomainResult, Event, LiveService, Message, Resume, RoomId, RoomStream, UserId, lock};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::protocol::{ServerFrame, deleted, message_json, user_ref_json};
 
-/// How long an early message waits for the ones before it before the gap is read from storage,
-/// counted from when the gap was first seen.
-const GAP_WAIT: Duration = Duration::from_millis(250);
-/// Early messages held at most while a gap is waited for; past this it is read at once.
-const MAX_EARLY: usize = 1024;
 /// Frames held for a connection while it replays or awaits its own acks; past this it is
 /// treated as too slow. A connection's held frames are those of its room that arrived since its
 /// last ack there (each ack of a send releases the frames up to its seq), so this fits a full
@@ -303,11 +297,10 @@ impl Hub {
             }
         }
         // The first local subscriber: follow the room from its current seq.
-        let events = self.inner.live.subscribe(Topic::Room(room)).await?;
-        let next_seq = self.inner.live.last_seq(room).await? + 1;
+        let stream = RoomStream::follow(Arc::clone(&self.inner.live), room).await?;
         let mut rooms = lock(&self.inner.rooms);
         let feed = rooms.entry(room).or_insert_with(|| {
-            let pump = tokio::spawn(pump(self.clone(), room, events, next_seq)).abort_handle();
+            let pump = tokio::spawn(pump(self.clone(), room, stream)).abort_handle();
             RoomFeed { subscribers: HashMap::new(), pump }
         });
         feed.subscribers.insert(handle.id, subscriber());
@@ -431,12 +424,17 @@ impl Hub {
         }
     }
 
-    /// The room's feed ended (its event source closed, or a gap in it could not be read): its
-    /// subscribers can no longer be kept up to date, so they are closed to reconnect and resume
-    /// with `sinceSeq`.
-    fn abandon(&self, room: RoomId) {
+    /// The room's stream ended (its event source closed, or a gap in it could not be read):
+    /// its subscribers can no longer be kept up to date, so they are closed to reconnect and
+    /// resume with `sinceSeq`.
+    fn abandon(&self, room: RoomId, resume: Resume) {
         if let Some(feed) = lock(&self.inner.rooms).remove(&room) {
-            tracing::warn!(%room, "room feed ended; closing its subscribers so they resume");
+            tracing::warn!(
+                %room,
+                after_seq = resume.after_seq,
+                cause = ?resume.cause,
+                "room feed ended; closing its subscribers so they resume"
+            );
             for subscriber in feed.subscribers.values() {
                 subscriber
                     .handle
@@ -446,94 +444,15 @@ impl Hub {
     }
 }
 
-/// Follows one room's events while it has local subscribers, putting new messages in seq order.
-///
-/// A message that arrives before the ones below it waits for them at most [`GAP_WAIT`] from
-/// when the gap was first seen (not from the latest event, or a busy room would put the wait
-/// off for ever while held messages pile up), and at most [`MAX_EARLY`] messages wait; then
-/// the gap is read from storage. If that read fails, the subscribers are not moved past the
-/// gap: they are closed to resume with `sinceSeq`.
-async fn pump(hub: Hub, room: RoomId, mut events: convo_domain::Subscription, mut next_seq: i64) {
-    let mut early: BTreeMap<i64, Message> = BTreeMap::new();
-    let mut gap_seen: Option<Instant> = None;
-    loop {
-        let received = match gap_seen {
-            None => Some(events.recv().await),
-            Some(seen) if early.len() < MAX_EARLY => {
-                tokio::time::timeout_at(seen + GAP_WAIT, events.recv()).await.ok()
-            }
-            Some(_) => None,
-        };
-        let Some(received) = received else {
-            // The gap did not fill by itself in time (a lost publish, or a deleted message):
-            // read it from storage and move past it.
-            let first_early = early.keys().next().copied().unwrap_or(next_seq);
-            if !fill_gap(&hub, room, &mut next_seq, first_early).await {
-                break;
-            }
-            next_seq = next_seq.max(first_early);
-            drain(&hub, room, &mut early, &mut next_seq);
-            gap_seen = (!early.is_empty()).then(Instant::now);
-            continue;
-        };
-        match received {
-            Ok(Event::MessageCreated(message)) => {
-                if message.seq >= next_seq {
-                    early.insert(message.seq, message);
-                    drain(&hub, room, &mut early, &mut next_seq);
-                }
-            }
+/// Hands one room's events, in order, to its local subscribers while it has any.
+async fn pump(hub: Hub, room: RoomId, mut stream: RoomStream) {
+    let resume = loop {
+        match stream.next().await {
             Ok(event) => hub.dispatch(room, &event),
-            Err(convo_domain::SubscriptionError::Lagged(missed)) => {
-                tracing::warn!(%room, missed, "room feed lagged; reading missed messages from storage");
-                if !fill_gap(&hub, room, &mut next_seq, i64::MAX).await {
-                    break;
-                }
-                drain(&hub, room, &mut early, &mut next_seq);
-            }
-            Err(convo_domain::SubscriptionError::Closed) => break,
+            Err(resume) => break resume,
         }
-        gap_seen = match (early.is_empty(), gap_seen) {
-            (true, _) => None,
-            (false, None) => Some(Instant::now()),
-            (false, seen) => seen,
-        };
-    }
-    hub.abandon(room);
-}
-
-/// Dispatches the early messages that are now next in line.
-fn drain(hub: &Hub, room: RoomId, early: &mut BTreeMap<i64, Message>, next_seq: &mut i64) {
-    while let Some(entry) = early.first_entry() {
-        if *entry.key() > *next_seq {
-            break;
-        }
-        let message = entry.remove();
-        if message.seq == *next_seq {
-            hub.dispatch(room, &Event::MessageCreated(message));
-            *next_seq += 1;
-        }
-    }
-}
-
-/// Dispatches the stored messages from `next_seq` up to (not including) `before`; `false` if
-/// storage could not be read (nothing was skipped).
-async fn fill_gap(hub: &Hub, room: RoomId, next_seq: &mut i64, before: i64) -> bool {
-    match hub.inner.live.messages_between(room, *next_seq - 1, before).await {
-        Ok(messages) => {
-            for message in messages {
-                if message.seq >= *next_seq {
-                    *next_seq = message.seq + 1;
-                    hub.dispatch(room, &Event::MessageCreated(message));
-                }
-            }
-            true
-        }
-        Err(error) => {
-            tracing::warn!(%room, %error, "could not read a gap in a room feed");
-            false
-        }
-    }
+    };
+    hub.abandon(room, resume);
 }
 
 #[cfg(test)]
@@ -600,80 +519,22 @@ mod tests {
         frames
     }
 
-    /// A hub following `room`, whose feed the test publishes to, over storage that holds
-    /// `stored` (`None`: storage cannot be read).
-    async fn hub_over(room: RoomId, stored: Option<Vec<Message>>) -> (Hub, broadcast::Sender<Event>) {
-        // Room for every test's events: a lagging feed would read storage for its own reasons.
-        let (feed, events) = broadcast::channel(4 * MAX_EARLY);
-        let events = Mutex::new(Some(events));
-        let mut live = MockLiveService::new();
-        live.expect_subscribe()
-            .returning(move |_| Ok(Subscription::new(lock(&events).take().expect("one subscription"))));
-        live.expect_last_seq().returning(|_| Ok(0));
-        live.expect_messages_between().returning(move |in_room, after, before| {
-            assert_eq!(in_room, room);
-            match &stored {
-                Some(stored) => {
-                    Ok(stored.iter().filter(|m| m.seq > after && m.seq < before).cloned().collect())
-                }
-                None => Err(convo_domain::DomainError::unavailable("database", "down")),
-            }
-        });
-        (Hub::new(Arc::new(live)), feed)
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_gap_is_read_from_storage_in_time_even_while_the_room_stays_busy() {
-        let room = RoomId::generate();
-        let (hub, feed) = hub_over(room, Some(vec![message(room, 1)])).await;
+    #[tokio::test]
+    async fn a_room_stream_that_breaks_closes_its_subscribers_to_resume() {
+        let (hub, room, feed) = hub_with_room().await;
         let (_handle, mut outbound) = joined(&hub, room).await;
+        let (_other, mut other_outbound) = joined(&hub, room).await;
 
-        // The publish of seq 1 was lost; the room keeps publishing every 100 ms, more often than
-        // the gap wait, which must not start over with each event.
-        for seq in 2..=6 {
-            feed.send(Event::MessageCreated(message(room, seq))).expect("published");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert_eq!(queued(&mut outbound), ["1", "2", "3", "4", "5", "6"]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_gap_that_cannot_be_read_closes_the_subscribers_to_resume_instead_of_skipping_it() {
-        let room = RoomId::generate();
-        let (hub, feed) = hub_over(room, None).await;
-        let (_handle, mut outbound) = joined(&hub, room).await;
-
-        feed.send(Event::MessageCreated(message(room, 2))).expect("published");
-        tokio::time::sleep(GAP_WAIT * 2).await;
-        match outbound.try_recv() {
-            Ok(Outbound::Close(code, _)) => assert_eq!(code, close::GOING_AWAY),
-            Ok(Outbound::Text(text)) => panic!("a message past the gap was delivered: {text}"),
-            other => panic!("expected the connection to be closed, got {:?}", other.map(|_| "a ping")),
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn at_most_max_early_messages_wait_for_a_gap() {
-        let room = RoomId::generate();
-        let (hub, feed) = hub_over(room, Some(vec![message(room, 1)])).await;
-        let (_handle, mut outbound) = joined(&hub, room).await;
-
-        // A burst far past the gap, all at once: the gap is read without waiting for the time.
-        for seq in 2..=(MAX_EARLY as i64 + 1) {
-            feed.send(Event::MessageCreated(message(room, seq))).expect("published");
-            if seq % 32 == 0 {
-                tokio::task::yield_now().await;
+        // The room's event source ends: the stream cannot vouch for what follows.
+        drop(feed);
+        for outbound in [&mut outbound, &mut other_outbound] {
+            match outbound.recv().await {
+                Some(Outbound::Close(code, _)) => assert_eq!(code, close::GOING_AWAY),
+                Some(Outbound::Text(text)) => panic!("expected a close, got {text}"),
+                other => panic!("expected a close, got {:?}", other.map(|_| "a ping")),
             }
         }
-        let start = Instant::now();
-        for _ in 0..1000 {
-            if !outbound.is_empty() {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(queued(&mut outbound).first().map(String::as_str), Some("1"));
-        assert_eq!(start.elapsed(), Duration::ZERO, "read at once, not after the wait");
+        assert!(lock(&hub.inner.rooms).get(&room).is_none(), "the room is no longer followed");
     }
 
     #[tokio::test]
