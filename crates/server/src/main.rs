@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use convo_domain::redact_url;
 use convo_server::{Config, Environment};
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "\
@@ -42,7 +43,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(config.environment);
+    // Held to the end: dropping it flushes the log lines still queued.
+    let _log_writer = init_logging(config.environment);
 
     let outcome = if command == "migrate" { migrate(&config).await } else { serve(&config).await };
     match outcome {
@@ -75,12 +77,16 @@ async fn serve(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// One line per event; JSON in production, for log shippers.
-fn init_logging(environment: Environment) {
+/// One line per event; JSON in production, for log shippers. Lines go to stdout through a
+/// writer thread, so a request never waits on a slow terminal or pipe: if that thread falls
+/// more than its buffer behind, lines are dropped rather than stalling the server.
+fn init_logging(environment: Environment) -> WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(writer);
     match environment {
         Environment::Production => builder.json().init(),
         Environment::Development => builder.init(),
     }
+    guard
 }
