@@ -22,15 +22,15 @@ example:
 docs:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked -p convo-domain --no-deps
 
-## Measure (release builds): REST sends and history reads with 64 connections on SQLite and
-## PostgreSQL (in-process adapters); the write path (REST sends into one room and into 64 rooms,
-## one pipelined WebSocket sender into a room of 200 subscribers, then of none) on SQLite and on
-## PostgreSQL + Redis, with the server's CPU per message; WebSocket fan-out to 1000 subscribers;
-## server memory per idle WebSocket.
+## Measure (release builds), on SQLite and on PostgreSQL + Redis, with the server's CPU apart
+## from the load generator's: history reads by room id and by name (64 connections); the write
+## path (REST sends into one room and into 64 rooms, one pipelined WebSocket sender into a room
+## of 200 subscribers, then of none); WebSocket fan-out to 1000 subscribers; server memory per
+## idle WebSocket.
 bench: services
 	$(CARGO) build --release --locked -p convo-server -p convo-tests --bins
-	./target/release/convo-bench sqlite 64 10
-	./target/release/convo-bench postgres 64 10
+	./target/release/convo-read-bench sqlite 10 64
+	./target/release/convo-read-bench postgres-redis 10 64
 	./target/release/convo-write-bench sqlite 10 200 window:256
 	./target/release/convo-write-bench postgres-redis 10 200 window:256
 	./target/release/convo-write-bench sqlite 10 0 window:256

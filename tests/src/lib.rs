@@ -4,8 +4,8 @@
 //! database and one Redis (or a Redis of the test's own), and [`ws`] is a WebSocket client.
 //!
 //! The tests themselves are one binary, `tests/api/main.rs`, with a module per area, so the
-//! server is linked once; `convo-bench` in `src/bin` uses the same support, and the benches
-//! that measure the server's CPU apart from their own run it as a child process ([`process`]).
+//! server is linked once. The load programs in `src/bin` use the same support and run the
+//! server as a child process ([`process`]), to measure its CPU apart from their own.
 
 pub mod bench;
 pub mod process;
