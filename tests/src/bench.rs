@@ -1,6 +1,11 @@
-//! What the load programs of `make bench` share: a plain tokio-tungstenite client socket,
-//! opened with a bearer token and read frame by frame.
+//! What the load programs of `make bench` share: users sending requests back to back, latency
+//! percentiles, and a plain tokio-tungstenite client socket, opened with a bearer token and read
+//! frame by frame.
 
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::net::TcpStream;
@@ -38,4 +43,43 @@ pub async fn join(socket: &mut Socket, room: &str) {
     let frame = json!({"type": "join", "roomId": room, "ref": "join"});
     socket.send(Message::Text(frame.to_string().into())).await.expect("send");
     while !next_text(socket).await.contains(r#""type":"joined""#) {}
+}
+
+/// Each user makes `request(user, n)` (n counting its own requests) back to back until
+/// `deadline`; returns every successful request's latency and how many failed. A request
+/// succeeds when it answers a 2xx with its whole body.
+pub async fn back_to_back<'a, U, F, Fut>(
+    users: &'a [U],
+    deadline: Instant,
+    request: F,
+) -> (Vec<Duration>, usize)
+where
+    F: Fn(&'a U, usize) -> Fut + Copy,
+    Fut: Future<Output = reqwest::Result<reqwest::Response>>,
+{
+    let workers = users.iter().map(|user| async move {
+        let (mut latencies, mut failed) = (Vec::new(), 0);
+        while Instant::now() < deadline {
+            let sent = Instant::now();
+            let ok = match request(user, latencies.len() + failed).await {
+                Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
+                Err(_) => false,
+            };
+            if ok {
+                latencies.push(sent.elapsed());
+            } else {
+                failed += 1;
+            }
+        }
+        (latencies, failed)
+    });
+    let outcomes = join_all(workers).await;
+    let failed = outcomes.iter().map(|(_, failed)| failed).sum();
+    (outcomes.into_iter().flat_map(|(latencies, _)| latencies).collect(), failed)
+}
+
+/// The `p` quantile (0..=1) of `sorted`, in milliseconds; NaN when there is no sample.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
+    sorted.get(index).map_or(f64::NAN, |latency| latency.as_secs_f64() * 1000.0)
 }

@@ -19,6 +19,7 @@
 
 use std::time::{Duration, Instant};
 
+use convo_tests::bench::{back_to_back, percentile_ms};
 use convo_tests::process::{ServerProcess, Stack, own_cpu_time};
 use convo_tests::{TestApp, TestUser};
 use futures_util::StreamExt;
@@ -89,18 +90,13 @@ struct Row {
 impl Row {
     fn print(mut self, scenario: &str, stack: Stack) {
         self.latencies.sort_unstable();
-        let percentile = |p: f64| {
-            let index =
-                ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len().max(1)) - 1;
-            self.latencies.get(index).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
-        };
         let count = self.latencies.len();
         println!(
             "| {scenario} | {} | {:.0} | {:.1} | {:.1} | {:.3} | {:.1} | {} |",
             stack.label(),
             count as f64 / self.span.as_secs_f64(),
-            percentile(0.5),
-            percentile(0.99),
+            percentile_ms(&self.latencies, 0.5),
+            percentile_ms(&self.latencies, 0.99),
             self.server_cpu.as_secs_f64() * 1000.0 / count.max(1) as f64,
             self.generator_cpu.as_secs_f64(),
             self.failed,
@@ -113,29 +109,10 @@ async fn reads(server: &ServerProcess, users: &[TestUser], path: &str, seconds: 
     let app = &server.app;
     let (server_before, own_before) = (server.cpu_time(), own_cpu_time());
     let started = Instant::now();
-    let deadline = started + seconds;
-    let workers = users.iter().map(|user| async move {
-        let mut latencies = Vec::new();
-        let mut failed = 0;
-        while Instant::now() < deadline {
-            let sent = Instant::now();
-            let ok = match app.get(path, &user.token).send().await {
-                Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
-                Err(_) => false,
-            };
-            if ok {
-                latencies.push(sent.elapsed());
-            } else {
-                failed += 1;
-            }
-        }
-        (latencies, failed)
-    });
-    let outcomes = join_all(workers).await;
+    let (latencies, failed) =
+        back_to_back(users, started + seconds, |user: &TestUser, _| app.get(path, &user.token).send()).await;
     let span = started.elapsed();
     let server_cpu = server.cpu_time().saturating_sub(server_before);
     let generator_cpu = own_cpu_time().saturating_sub(own_before);
-    let failed = outcomes.iter().map(|(_, failed)| failed).sum();
-    let latencies = outcomes.into_iter().flat_map(|(latencies, _)| latencies).collect();
     Row { latencies, span, server_cpu, generator_cpu, failed }
 }

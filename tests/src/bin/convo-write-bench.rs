@@ -32,7 +32,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use convo_tests::bench::{Socket, join, open_socket};
+use convo_tests::bench::{Socket, back_to_back, join, open_socket, percentile_ms};
 use convo_tests::process::{ServerProcess, Stack, own_cpu_time};
 use convo_tests::{TestApp, TestUser};
 use futures_util::future::join_all;
@@ -126,11 +126,6 @@ impl Row {
 
     fn print(mut self, scenario: &str, stack: Stack) {
         self.latencies.sort_unstable();
-        let percentile = |p: f64| {
-            let index =
-                ((self.latencies.len() as f64 * p).ceil() as usize).clamp(1, self.latencies.len().max(1)) - 1;
-            self.latencies.get(index).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
-        };
         let per_message = self.server_cpu.as_secs_f64() * 1000.0 / self.stored.max(1) as f64;
         let (deliveries, lost) = match self.deliveries {
             Some((per_second, lost)) => (format!("{per_second:.0}"), lost.to_string()),
@@ -140,8 +135,8 @@ impl Row {
             "| {scenario} | {} | {:.0} | {:.1} | {:.1} | {per_message:.3} | {:.1} | {deliveries} | {} / {lost} |",
             stack.label(),
             self.stored as f64 / self.span.as_secs_f64().max(1e-9),
-            percentile(0.50),
-            percentile(0.99),
+            percentile_ms(&self.latencies, 0.50),
+            percentile_ms(&self.latencies, 0.99),
             self.generator_cpu.as_secs_f64(),
             self.failed,
         );
@@ -170,30 +165,14 @@ async fn rest_sends(server: &ServerProcess, users: &[TestUser], rooms: &[String]
     let app = &server.app;
     let cpu = CpuMark::now(server);
     let started = Instant::now();
-    let deadline = started + seconds;
-    let workers = users.iter().zip(rooms).map(|(user, room)| async move {
-        let mut latencies = Vec::new();
-        let mut failed = 0;
-        while Instant::now() < deadline {
-            let sent = Instant::now();
-            let body = json!({"roomId": room, "content": format!("message {} from {}", latencies.len(), user.username)});
-            let ok = match app.post("/chat/message", &user.token, body).send().await {
-                Ok(response) => response.status().is_success() && response.bytes().await.is_ok(),
-                Err(_) => false,
-            };
-            if ok {
-                latencies.push(sent.elapsed());
-            } else {
-                failed += 1;
-            }
-        }
-        (latencies, failed)
-    });
-    let outcomes = join_all(workers).await;
+    let senders: Vec<(&TestUser, &String)> = users.iter().zip(rooms).collect();
+    let (latencies, failed) = back_to_back(&senders, started + seconds, |(user, room), n| {
+        let body = json!({"roomId": room, "content": format!("message {n} from {}", user.username)});
+        app.post("/chat/message", &user.token, body).send()
+    })
+    .await;
     let span = started.elapsed();
     let (server_cpu, generator_cpu) = cpu.elapsed(server);
-    let failed = outcomes.iter().map(|(_, failed)| failed).sum();
-    let latencies: Vec<Duration> = outcomes.into_iter().flat_map(|(latencies, _)| latencies).collect();
     Row { stored: latencies.len(), span, latencies, server_cpu, generator_cpu, failed, deliveries: None }
 }
 
