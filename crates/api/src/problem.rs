@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use convo_domain::DomainError;
-use poem::http::StatusCode;
+use poem::http::{HeaderName, HeaderValue, StatusCode};
 use poem::{Error, Response};
 use poem_openapi::registry::{
     MetaHeader, MetaMediaType, MetaResponse, MetaResponses, MetaSchemaRef, Registry,
@@ -72,11 +72,19 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub detail: String,
     pub retry_after: Option<Duration>,
+    /// Headers the response must carry besides the problem (such as the WebSocket version a
+    /// refused upgrade should have asked for).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into(), retry_after: None }
+        Self { status, code, detail: detail.into(), retry_after: None, headers: Vec::new() }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     /// The problem response for this error.
@@ -93,6 +101,9 @@ impl ApiError {
             .status(self.status)
             .content_type(PROBLEM_CONTENT_TYPE)
             .body(problem.to_json_string());
+        for (name, value) in self.headers {
+            response.headers_mut().append(name, value);
+        }
         if let Some(wait) = self.retry_after {
             // Whole seconds, rounded up, so that a client retrying on time is let through.
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -184,7 +195,13 @@ impl From<DomainError> for ApiError {
             DomainError::Internal(source) => tracing::error!(error = %source, "internal error"),
             _ => {}
         }
-        Self { status, code, detail: client_message(&error), retry_after: error.retry_after() }
+        Self {
+            status,
+            code,
+            detail: client_message(&error),
+            retry_after: error.retry_after(),
+            headers: Vec::new(),
+        }
     }
 }
 

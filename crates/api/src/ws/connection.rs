@@ -50,11 +50,15 @@ use convo_domain::{
     ClientMessageId, DomainError, DomainResult, Event, MessageContent, MessageId, MessageService, Principal,
     RoomId, RoomRef, Topic, User, UserId, UserRef, ValidationError,
 };
-use futures_util::stream::{FuturesOrdered, SplitSink, SplitStream};
-use futures_util::{FutureExt, SinkExt, StreamExt};
-use poem::web::websocket::{CloseCode, Message, WebSocketStream};
+use futures_util::stream::{FuturesOrdered, SplitStream};
+use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
+use poem::Upgraded;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, interval_at, sleep_until};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as SocketError};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 
 use super::Gateway;
 use super::hub::{ConnectionHandle, Outbound, close};
@@ -72,6 +76,10 @@ const SILENT_LIMIT: Duration = Duration::from_secs(60);
 const WRITER_GRACE: Duration = Duration::from_secs(30);
 /// How long a closed connection waits for the client's close reply.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+/// An upgraded connection, spoken to with tungstenite's messages, whose text frames share
+/// their bytes by reference count.
+pub type Socket = tokio_tungstenite::WebSocketStream<Upgraded>;
+
 /// Sends, edits and deletes awaiting their reply, per connection; past this the connection
 /// reads no more frames until one is answered.
 pub const MAX_IN_FLIGHT: usize = 256;
@@ -82,7 +90,7 @@ const ANSWER_GRACE: Duration = Duration::from_secs(10);
 const SESSION_CHECK: Duration = Duration::from_secs(30);
 
 /// Serves one upgraded connection until it closes.
-pub async fn run(socket: WebSocketStream, gateway: Gateway, principal: Principal, user: User) {
+pub async fn run(socket: Socket, gateway: Gateway, principal: Principal, user: User) {
     let (sink, stream) = socket.split();
     let (queue, queue_rx) = mpsc::channel(gateway.outbound_queue);
     let (close_now, close_rx) = watch::channel(None);
@@ -159,7 +167,7 @@ pub async fn run(socket: WebSocketStream, gateway: Gateway, principal: Principal
 /// close asked for while a write is stuck (a client that stopped reading) interrupts the write:
 /// the close frame goes out as soon as the client reads again.
 async fn write_frames(
-    mut sink: SplitSink<WebSocketStream, Message>,
+    mut sink: impl Sink<Message> + Unpin,
     mut queue: mpsc::Receiver<Outbound>,
     mut close_now: watch::Receiver<Option<(u16, &'static str)>>,
     metrics: Arc<Metrics>,
@@ -192,25 +200,35 @@ async fn write_frames(
     };
     if let Some((code, reason)) = close {
         metrics.ws_closed(code);
-        let _ = sink.send(Message::Close(Some((CloseCode::from(code), reason.to_owned())))).await;
+        let frame = CloseFrame { code: CloseCode::from(code), reason: Utf8Bytes::from_static(reason) };
+        let _ = sink.send(Message::Close(Some(frame))).await;
     }
     let _ = sink.close().await;
 }
 
-/// Writes `first` and whatever else is queued, then flushes once; returns a queued close.
+/// Writes `first` and the frames queued behind it when the batch began, then flushes once;
+/// returns a queued close (whose sending flushes what was fed before it). Each frame is fed to
+/// the socket's write buffer, which goes out a few KiB per write (see `socket_config`). Frames
+/// queued meanwhile wait for the next batch, so a busy room cannot put the flush off.
 async fn write_batch(
-    sink: &mut SplitSink<WebSocketStream, Message>,
+    sink: &mut (impl Sink<Message> + Unpin),
     queue: &mut mpsc::Receiver<Outbound>,
     first: Outbound,
 ) -> Result<Option<(u16, &'static str)>, ()> {
+    let mut behind = queue.len();
     let mut outbound = first;
     loop {
         let message = match outbound {
-            Outbound::Text(text) => Message::Text(text.to_string()),
-            Outbound::Ping => Message::Ping(Vec::new()),
+            // The hub's bytes themselves, shared with every other recipient.
+            Outbound::Text(text) => Message::Text(text),
+            Outbound::Ping => Message::Ping(Bytes::new()),
             Outbound::Close(code, reason) => return Ok(Some((code, reason))),
         };
         sink.feed(message).await.map_err(|_| ())?;
+        if behind == 0 {
+            break;
+        }
+        behind -= 1;
         match queue.try_recv() {
             Ok(more) => outbound = more,
             Err(_) => break,
@@ -300,7 +318,7 @@ enum Ending {
 impl Connection {
     async fn read_frames(
         &mut self,
-        stream: &mut SplitStream<WebSocketStream>,
+        stream: &mut SplitStream<Socket>,
         closed: &mut watch::Receiver<Option<(u16, &'static str)>>,
         mut user_events: Option<convo_domain::Subscription>,
     ) -> Ending {
@@ -360,15 +378,15 @@ impl Connection {
                         }
                     }
                     Some(Ok(Message::Binary(_))) => return Ending::Close(close::POLICY, "frames must be JSON text"),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
+                    // Pings are answered by tungstenite itself; a raw frame is never read.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => last_heard = Instant::now(),
                     Some(Ok(Message::Close(_))) | None => return Ending::Gone,
-                    Some(Err(error)) => {
-                        // tungstenite reports a frame over max_message_size as a capacity error.
-                        if error.to_string().contains("Space limit exceeded") {
-                            self.handle.close_now(close::TOO_BIG, "frame over 16 KiB");
-                        }
+                    Some(Err(SocketError::Capacity(CapacityError::MessageTooLong { .. }))) => {
+                        // A frame, or a message in fragments, over the limit.
+                        self.handle.close_now(close::TOO_BIG, "frame over 16 KiB");
                         return Ending::Gone;
                     }
+                    Some(Err(_)) => return Ending::Gone,
                 },
             }
         }
@@ -704,5 +722,95 @@ async fn next_event(
     match events {
         Some(events) => events.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use super::*;
+    use crate::ws::hub::Frame;
+
+    /// A socket that records what it is given and each flush.
+    #[derive(Default)]
+    struct Recorded {
+        fed: Vec<Message>,
+        /// How many messages had been fed at each flush.
+        flushes: Vec<usize>,
+    }
+
+    impl Sink<Message> for Recorded {
+        type Error = ();
+
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), ()> {
+            self.get_mut().fed.push(message);
+            Ok(())
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+            let this = self.get_mut();
+            this.flushes.push(this.fed.len());
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn text(outbound: Outbound) -> Utf8Bytes {
+        match outbound {
+            Outbound::Text(text) => text,
+            _ => panic!("a text frame"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_sends_the_shared_bytes_of_every_queued_frame_then_flushes_once() {
+        let (queue, mut outbound) = mpsc::channel(16);
+        let (close_now, _) = watch::channel(None);
+        let handle = ConnectionHandle::new(UserId::generate(), queue, close_now);
+        let frame = Frame::new(&ServerFrame::Pong { reference: None }, false);
+        for _ in 0..5 {
+            assert!(handle.push(&frame));
+        }
+        handle.ping();
+
+        let mut socket = Recorded::default();
+        let first = outbound.recv().await.expect("queued");
+        let shared = text(first.clone()).as_str().as_ptr();
+        assert_eq!(write_batch(&mut socket, &mut outbound, first).await, Ok(None));
+        assert_eq!(socket.flushes, [6], "one flush, after every frame of the batch");
+        for message in &socket.fed[..5] {
+            let Message::Text(sent) = message else { panic!("text expected, got {message:?}") };
+            assert_eq!(sent.as_str().as_ptr(), shared, "the hub's bytes, not a copy");
+        }
+        assert!(matches!(socket.fed[5], Message::Ping(_)));
+    }
+
+    #[tokio::test]
+    async fn a_queued_close_goes_out_after_the_frames_before_it_and_nothing_after() {
+        let (queue, outbound) = mpsc::channel(16);
+        let (close_now, closed) = watch::channel(None);
+        let handle = ConnectionHandle::new(UserId::generate(), queue, close_now);
+        let frame = Frame::new(&ServerFrame::Pong { reference: None }, false);
+        assert!(handle.push(&frame));
+        assert!(handle.push(&frame));
+        handle.close_after_queue(close::SESSION_ENDED, "session ended");
+        assert!(handle.push(&frame));
+
+        let mut socket = Recorded::default();
+        write_frames(&mut socket, outbound, closed, Arc::new(Metrics::default())).await;
+        assert_eq!(socket.fed.len(), 3, "{:?}", socket.fed);
+        assert!(socket.fed[..2].iter().all(|message| matches!(message, Message::Text(_))));
+        let Message::Close(Some(close)) = &socket.fed[2] else { panic!("a close, got {:?}", socket.fed[2]) };
+        assert_eq!((u16::from(close.code), close.reason.as_str()), (close::SESSION_ENDED, "session ended"));
+        assert_eq!(socket.flushes.last(), Some(&3), "flushed with the close");
     }
 }

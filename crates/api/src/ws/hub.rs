@@ -12,6 +12,7 @@ use convo_domain::{DomainResult, Event, LiveService, Message, Resume, RoomId, Ro
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::protocol::{ServerFrame, deleted, message_json, user_ref_json};
 
@@ -27,7 +28,8 @@ const TYPING_INTERVAL: Duration = Duration::from_secs(2);
 /// What goes down a connection's outbound queue.
 #[derive(Debug, Clone)]
 pub enum Outbound {
-    Text(Arc<str>),
+    /// Shared by reference count: every recipient sends the same bytes.
+    Text(Utf8Bytes),
     Ping,
     /// Close after everything queued before it.
     Close(u16, &'static str),
@@ -108,7 +110,7 @@ impl ConnectionHandle {
 /// A frame encoded once, shared by every recipient.
 #[derive(Debug, Clone)]
 pub struct Frame {
-    text: Arc<str>,
+    text: Utf8Bytes,
     droppable: bool,
 }
 

@@ -4,18 +4,20 @@
 //! cases as REST.
 
 pub mod connection;
+pub mod handshake;
 pub mod hub;
 pub mod protocol;
 
 use std::sync::Arc;
 
-use convo_domain::{AuthService, DomainError, LiveService, MessageService, Principal, RoomService};
+use convo_domain::{AuthService, DomainError, LiveService, MessageService, RoomService};
 use poem::http::StatusCode;
-use poem::web::websocket::{WebSocket, WebSocketConfig};
 use poem::web::{Data, Query};
-use poem::{IntoResponse, Request, Response, handler};
+use poem::{Request, Response, handler};
 use serde::Deserialize;
 use tokio::sync::watch;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::metrics::Metrics;
 use crate::problem::{ApiError, ErrorCode};
@@ -97,13 +99,15 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-/// Small buffers, so that an idle connection costs a few KB (tungstenite allocates its read
-/// buffer up front: 128 KiB by default; with 1 KiB an idle socket measured 8 KB of server
-/// memory in all, 11 KB with 4 KiB), and the contract's frame limit.
+/// Small buffers, so that an idle connection costs a few KB, and the contract's frame limit.
+/// tungstenite allocates its read buffer up front (128 KiB by default); with 1 KiB an idle
+/// socket measured 8.6 KB of server memory in all, 11 KB with 4 KiB. Its write buffer grows
+/// only as frames are written: up to 4 KiB of queued frames are gathered into one write (a
+/// flush writes what is left), where 0 would cost one write per frame.
 fn socket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(1024)
-        .write_buffer_size(0)
+        .write_buffer_size(4 * 1024)
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
 }
@@ -113,43 +117,53 @@ struct TicketQuery {
     ticket: Option<String>,
 }
 
-/// `GET /ws`: authenticates by bearer header or `?ticket=` before upgrading (401 otherwise).
+/// `GET /ws`: authenticates by bearer header or `?ticket=` before upgrading (401 otherwise). A
+/// request with credentials that is not a WebSocket upgrade is refused with 400 before they are
+/// checked, so that it does not spend its ticket.
 #[handler]
 pub async fn endpoint(
     request: &Request,
-    socket: poem::Result<WebSocket>,
     Query(query): Query<TicketQuery>,
     gateway: Data<&Gateway>,
 ) -> poem::Result<Response> {
-    let principal = authenticate(request, query.ticket.as_deref(), gateway.auth.as_ref()).await?;
-    let user = gateway.auth.me(&principal).await.map_err(ApiError::from)?;
-    let socket = socket.map_err(|error| {
+    let bearer = bearer_token(request);
+    if bearer.is_none() && query.ticket.is_none() {
+        return Err(ApiError::from(DomainError::Unauthenticated).into());
+    }
+    let upgrade = handshake::Upgrade::check(request.headers())?;
+    let on_upgrade = request.take_upgrade().map_err(|error| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::ValidationFailed,
-            format!("not a WebSocket upgrade: {error}"),
+            format!("this connection cannot be upgraded: {error}"),
         )
     })?;
-    let gateway = gateway.clone();
-    Ok(socket
-        .config(socket_config())
-        .on_upgrade(move |stream| connection::run(stream, gateway, principal, user))
-        .into_response())
-}
-
-async fn authenticate(
-    request: &Request,
-    ticket: Option<&str>,
-    auth: &dyn AuthService,
-) -> Result<Principal, ApiError> {
-    let bearer = request
-        .header("authorization")
-        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
-        .map(str::trim);
-    let outcome = match (bearer, ticket) {
-        (Some(token), _) => auth.authenticate(token).await,
-        (None, Some(ticket)) => auth.redeem_connect_ticket(ticket).await,
+    let outcome = match (bearer, query.ticket.as_deref()) {
+        (Some(token), _) => gateway.auth.authenticate(token).await,
+        (None, Some(ticket)) => gateway.auth.redeem_connect_ticket(ticket).await,
         (None, None) => Err(DomainError::Unauthenticated),
     };
-    outcome.map_err(ApiError::from)
+    let principal = outcome.map_err(ApiError::from)?;
+    let user = gateway.auth.me(&principal).await.map_err(ApiError::from)?;
+    let gateway = gateway.clone();
+    // Runs once the 101 below has gone out and hyper hands over the connection.
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "the upgrade did not complete");
+                return;
+            }
+        };
+        let socket = WebSocketStream::from_raw_socket(upgraded, Role::Server, Some(socket_config())).await;
+        connection::run(socket, gateway, principal, user).await;
+    });
+    Ok(upgrade.accept())
+}
+
+fn bearer_token(request: &Request) -> Option<&str> {
+    request
+        .header("authorization")
+        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .map(str::trim)
 }
