@@ -2,7 +2,7 @@
 //! lets each one go: other frames are answered while a send waits in the service, a
 //! connection's sends to one room reach the service one after another in the order sent,
 //! replies keep frame order, a full pipeline stops reading, and a shutdown closes only after
-//! the replies in flight.
+//! the replies in flight. Also the socket's own rules: the upgrade handshake and the frame limit.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -257,10 +257,25 @@ impl Client {
         client
     }
 
-    /// Sends a text frame (masked, with an all-zero key, so the payload goes as it is).
+    /// Sends a text frame.
     async fn send(&mut self, frame: Value) {
-        let payload = frame.to_string().into_bytes();
-        let mut bytes = vec![0x81];
+        self.send_frame(0x81, frame.to_string().as_bytes()).await;
+    }
+
+    /// Sends a text message in fragments: a text frame without FIN, then continuations.
+    async fn send_fragmented(&mut self, text: &str, pieces: usize) {
+        let chunks: Vec<&[u8]> = text.as_bytes().chunks(text.len().div_ceil(pieces)).collect();
+        for (n, chunk) in chunks.iter().enumerate() {
+            let opcode = if n == 0 { 0x01 } else { 0x00 };
+            let fin = if n + 1 == chunks.len() { 0x80 } else { 0x00 };
+            self.send_frame(fin | opcode, chunk).await;
+        }
+    }
+
+    /// Sends one frame whose first byte is `head` (masked, with an all-zero key, so the payload
+    /// goes as it is).
+    async fn send_frame(&mut self, head: u8, payload: &[u8]) {
+        let mut bytes = vec![head];
         match u16::try_from(payload.len()) {
             Ok(len) if len < 126 => bytes.push(0x80 | len as u8),
             Ok(len) => {
@@ -271,7 +286,8 @@ impl Client {
         }
         bytes.extend([0, 0, 0, 0]);
         bytes.extend(payload);
-        self.tcp.write_all(&bytes).await.expect("write");
+        // The server may close while this is written: what it answered is read next.
+        let _ = self.tcp.write_all(&bytes).await;
     }
 
     /// The next text frame or close, skipping pings.
@@ -462,4 +478,98 @@ async fn a_shutdown_closes_with_1001_after_the_ack_of_a_send_in_flight() {
     assert_eq!((ack["type"].as_str(), ack["ref"].as_str()), (Some("ack"), Some("s")));
     let closed = tokio::time::timeout(WAIT, client.next()).await.expect("a close in time");
     assert_eq!(closed, Received::Close(1001));
+}
+
+/// A ping frame of exactly `len` bytes of JSON text.
+fn padded_ping(len: usize) -> Value {
+    let bare = json!({"type": "ping", "ref": "p", "pad": ""}).to_string().len();
+    let frame = json!({"type": "ping", "ref": "p", "pad": "x".repeat(len - bare)});
+    assert_eq!(frame.to_string().len(), len);
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_over_16_kib_closes_with_1009_and_one_at_the_limit_is_read() {
+    let gate = serve().await;
+    let mut client = Client::connect(gate.address).await;
+    client.send(padded_ping(16 * 1024)).await;
+    assert_eq!(client.recv().await, json!({"type": "pong", "ref": "p"}));
+
+    client.send(padded_ping(16 * 1024 + 1)).await;
+    let closed = tokio::time::timeout(WAIT, client.next()).await.expect("a close in time");
+    assert_eq!(closed, Received::Close(1009));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_16_kib_in_small_fragments_closes_with_1009() {
+    let gate = serve().await;
+    let mut client = Client::connect(gate.address).await;
+    client.send_fragmented(&padded_ping(12 * 1024).to_string(), 3).await;
+    assert_eq!(client.recv().await, json!({"type": "pong", "ref": "p"}), "fragments are joined");
+
+    // Each fragment is 6 KiB, the message 18 KiB.
+    client.send_fragmented(&padded_ping(18 * 1024).to_string(), 3).await;
+    let closed = tokio::time::timeout(WAIT, client.next()).await.expect("a close in time");
+    assert_eq!(closed, Received::Close(1009));
+}
+
+/// Sends a raw HTTP request for `/ws` with these extra header lines; returns the response head
+/// and body.
+async fn raw_get(address: SocketAddr, headers: &str) -> (String, Value) {
+    let mut tcp = TcpStream::connect(address).await.expect("connect");
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {TOKEN}\r\n{headers}\
+         Connection: close\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, tcp.read_to_string(&mut response)).await.expect("in time").expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head");
+    (head.to_ascii_lowercase(), serde_json::from_str(body).expect("a JSON body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_is_not_a_websocket_upgrade_is_refused_with_a_problem() {
+    let gate = serve().await;
+    let (head, problem) = raw_get(gate.address, "").await;
+    assert!(head.starts_with("http/1.1 400"), "{head}");
+    assert!(head.contains("content-type: application/problem+json"), "{head}");
+    assert_eq!(
+        (problem["status"].as_u64(), problem["code"].as_str()),
+        (Some(400), Some("VALIDATION_FAILED"))
+    );
+    assert!(problem["detail"].as_str().expect("detail").contains("`Upgrade`"), "{problem}");
+
+    // A version other than 13 is told the one spoken.
+    let (head, problem) = raw_get(
+        gate.address,
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n",
+    )
+    .await;
+    assert!(head.starts_with("http/1.1 400"), "{head}");
+    assert!(head.contains("sec-websocket-version: 13"), "{head}");
+    assert!(problem["detail"].as_str().expect("detail").contains("`Sec-WebSocket-Version`"), "{problem}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upgrade_answers_with_the_accept_key_of_the_client_key() {
+    let gate = serve().await;
+    let mut tcp = TcpStream::connect(gate.address).await.expect("connect");
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {TOKEN}\r\n\r\n",
+        gate.address
+    );
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.expect("response"));
+    }
+    let head = String::from_utf8(head).expect("text").to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    // The worked example of RFC 6455, section 1.3.
+    assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+    let mut client = Client { tcp };
+    assert_eq!(client.recv().await["type"], "ready");
 }

@@ -45,6 +45,21 @@ async fn a_ticket_opens_one_connection_only(app: TestApp) {
     expect_problem(response, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
 }
 
+async fn a_request_that_is_not_an_upgrade_is_refused_without_spending_its_ticket(app: TestApp) {
+    let user = app.register("curious").await;
+    let response = app.post("/ws/ticket", &user.token, json!({})).send().await.unwrap();
+    let ticket = expect_status(response, StatusCode::OK).await;
+    let ticket = ticket["ticket"].as_str().unwrap();
+    // A plain GET, with a valid ticket but none of the upgrade headers.
+    let response = app.request(Method::GET, &format!("/ws?ticket={ticket}")).send().await.unwrap();
+    let problem = expect_problem(response, StatusCode::BAD_REQUEST, "VALIDATION_FAILED").await;
+    assert!(problem["detail"].as_str().unwrap().contains("`Upgrade`"), "{problem}");
+    // The ticket still opens its one connection.
+    let client = WsClient::connect_with_ticket(&app, ticket).await.unwrap();
+    assert_eq!(client.ready["user"]["id"], user.id.as_str());
+    assert_eq!(WsClient::connect_with_ticket(&app, ticket).await.unwrap_err(), 401);
+}
+
 async fn a_send_is_acked_after_it_is_stored_then_broadcast_to_every_subscriber(app: TestApp) {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
@@ -626,6 +641,7 @@ on_both_deployments! {
     an_upgrade_without_valid_credentials_is_refused_with_401: [];
     the_first_frame_is_ready_with_the_user_and_session: [];
     a_ticket_opens_one_connection_only: [];
+    a_request_that_is_not_an_upgrade_is_refused_without_spending_its_ticket: [];
     a_send_is_acked_after_it_is_stored_then_broadcast_to_every_subscriber: [];
     many_subscribers_see_every_message_once_in_seq_order: [("RATE_LIMIT_POINTS", "1000")];
     join_with_since_seq_resumes_without_gap_or_duplicate_while_others_send: [("RATE_LIMIT_POINTS", "1000")];
