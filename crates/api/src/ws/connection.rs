@@ -76,10 +76,6 @@ const SILENT_LIMIT: Duration = Duration::from_secs(60);
 const WRITER_GRACE: Duration = Duration::from_secs(30);
 /// How long a closed connection waits for the client's close reply.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
-/// An upgraded connection, spoken to with tungstenite's messages, whose text frames share
-/// their bytes by reference count.
-pub type Socket = tokio_tungstenite::WebSocketStream<Upgraded>;
-
 /// Sends, edits and deletes awaiting their reply, per connection; past this the connection
 /// reads no more frames until one is answered.
 pub const MAX_IN_FLIGHT: usize = 256;
@@ -88,6 +84,10 @@ pub const MAX_IN_FLIGHT: usize = 256;
 const ANSWER_GRACE: Duration = Duration::from_secs(10);
 /// How often a connection checks that its session still lives (expiry has no event).
 const SESSION_CHECK: Duration = Duration::from_secs(30);
+
+/// An upgraded connection, spoken to with tungstenite's messages, whose text frames share
+/// their bytes by reference count.
+pub type Socket = tokio_tungstenite::WebSocketStream<Upgraded>;
 
 /// Serves one upgraded connection until it closes.
 pub async fn run(socket: Socket, gateway: Gateway, principal: Principal, user: User) {
@@ -739,6 +739,8 @@ mod tests {
         fed: Vec<Message>,
         /// How many messages had been fed at each flush.
         flushes: Vec<usize>,
+        /// A frame pushed here with each one fed: a room that keeps the queue busy.
+        busy: Option<(ConnectionHandle, Frame)>,
     }
 
     impl Sink<Message> for Recorded {
@@ -749,7 +751,11 @@ mod tests {
         }
 
         fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), ()> {
-            self.get_mut().fed.push(message);
+            let this = self.get_mut();
+            this.fed.push(message);
+            if let Some((handle, frame)) = &this.busy {
+                assert!(handle.push(frame));
+            }
             Ok(())
         }
 
@@ -761,13 +767,6 @@ mod tests {
 
         fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
             Poll::Ready(Ok(()))
-        }
-    }
-
-    fn text(outbound: Outbound) -> Utf8Bytes {
-        match outbound {
-            Outbound::Text(text) => text,
-            _ => panic!("a text frame"),
         }
     }
 
@@ -784,7 +783,8 @@ mod tests {
 
         let mut socket = Recorded::default();
         let first = outbound.recv().await.expect("queued");
-        let shared = text(first.clone()).as_str().as_ptr();
+        let Outbound::Text(shared) = &first else { panic!("a text frame first") };
+        let shared = shared.as_str().as_ptr();
         assert_eq!(write_batch(&mut socket, &mut outbound, first).await, Ok(None));
         assert_eq!(socket.flushes, [6], "one flush, after every frame of the batch");
         for message in &socket.fed[..5] {
@@ -792,6 +792,23 @@ mod tests {
             assert_eq!(sent.as_str().as_ptr(), shared, "the hub's bytes, not a copy");
         }
         assert!(matches!(socket.fed[5], Message::Ping(_)));
+    }
+
+    #[tokio::test]
+    async fn a_batch_ends_with_what_was_queued_when_it_began_however_busy_the_room() {
+        let (queue, mut outbound) = mpsc::channel(64);
+        let (close_now, _) = watch::channel(None);
+        let handle = ConnectionHandle::new(UserId::generate(), queue, close_now);
+        let frame = Frame::new(&ServerFrame::Pong { reference: None }, false);
+        for _ in 0..3 {
+            assert!(handle.push(&frame));
+        }
+
+        let mut socket = Recorded { busy: Some((handle, frame)), ..Recorded::default() };
+        let first = outbound.recv().await.expect("queued");
+        assert_eq!(write_batch(&mut socket, &mut outbound, first).await, Ok(None));
+        assert_eq!(socket.flushes, [3], "flushed after the three queued, not put off");
+        assert_eq!(outbound.len(), 3, "what came meanwhile waits for the next batch");
     }
 
     #[tokio::test]

@@ -126,10 +126,7 @@ pub async fn endpoint(
     Query(query): Query<TicketQuery>,
     gateway: Data<&Gateway>,
 ) -> poem::Result<Response> {
-    let bearer = bearer_token(request);
-    if bearer.is_none() && query.ticket.is_none() {
-        return Err(ApiError::from(DomainError::Unauthenticated).into());
-    }
+    let credentials = Credentials::of(request, query.ticket.as_deref())?;
     let upgrade = handshake::Upgrade::check(request.headers())?;
     let on_upgrade = request.take_upgrade().map_err(|error| {
         ApiError::new(
@@ -138,12 +135,11 @@ pub async fn endpoint(
             format!("this connection cannot be upgraded: {error}"),
         )
     })?;
-    let outcome = match (bearer, query.ticket.as_deref()) {
-        (Some(token), _) => gateway.auth.authenticate(token).await,
-        (None, Some(ticket)) => gateway.auth.redeem_connect_ticket(ticket).await,
-        (None, None) => Err(DomainError::Unauthenticated),
-    };
-    let principal = outcome.map_err(ApiError::from)?;
+    let principal = match credentials {
+        Credentials::Bearer(token) => gateway.auth.authenticate(token).await,
+        Credentials::Ticket(ticket) => gateway.auth.redeem_connect_ticket(ticket).await,
+    }
+    .map_err(ApiError::from)?;
     let user = gateway.auth.me(&principal).await.map_err(ApiError::from)?;
     let gateway = gateway.clone();
     // Runs once the 101 below has gone out and hyper hands over the connection.
@@ -161,9 +157,23 @@ pub async fn endpoint(
     Ok(upgrade.accept())
 }
 
-fn bearer_token(request: &Request) -> Option<&str> {
-    request
-        .header("authorization")
-        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
-        .map(str::trim)
+/// What an upgrade request authenticates with: a bearer token wins over a ticket.
+enum Credentials<'a> {
+    Bearer(&'a str),
+    Ticket(&'a str),
+}
+
+impl<'a> Credentials<'a> {
+    /// 401 when there are none.
+    fn of(request: &'a Request, ticket: Option<&'a str>) -> Result<Self, ApiError> {
+        let bearer = request
+            .header("authorization")
+            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+            .map(str::trim);
+        match (bearer, ticket) {
+            (Some(token), _) => Ok(Self::Bearer(token)),
+            (None, Some(ticket)) => Ok(Self::Ticket(ticket)),
+            (None, None) => Err(DomainError::Unauthenticated.into()),
+        }
+    }
 }
