@@ -101,9 +101,10 @@ impl std::fmt::Debug for Gateway {
 
 /// Small buffers, so that an idle connection costs a few KB, and the contract's frame limit.
 /// tungstenite allocates its read buffer up front (128 KiB by default); with 1 KiB an idle
-/// socket measured 8.6 KB of server memory in all, 11 KB with 4 KiB. Its write buffer grows
-/// only as frames are written: up to 4 KiB of queued frames are gathered into one write (a
-/// flush writes what is left), where 0 would cost one write per frame.
+/// socket measured 8.6 KB of server memory in all through poem's socket, 8.7-8.8 KB on
+/// tokio-tungstenite directly (`convo-ws-bench idle 2000`), 11 KB with 4 KiB. Its write
+/// buffer grows only as frames are written: up to 4 KiB of queued frames are gathered into one
+/// write (a flush writes what is left), where 0 would cost one write per frame.
 fn socket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(1024)
