@@ -83,3 +83,14 @@ pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
     sorted.get(index).map_or(f64::NAN, |latency| latency.as_secs_f64() * 1000.0)
 }
+
+/// Registers `{prefix}_0` .. `{prefix}_{count-1}`, a few at a time: a crowd of registrations at
+/// once (each one a password hash) starves the server's other work, which is not what the
+/// benches measure.
+pub async fn register_all(app: &crate::TestApp, prefix: &str, count: usize) -> Vec<crate::TestUser> {
+    futures_util::stream::iter(0..count)
+        .map(|n| async move { app.register(&format!("{prefix}_{n}")).await })
+        .buffered(8)
+        .collect()
+        .await
+}

@@ -19,10 +19,9 @@
 
 use std::time::{Duration, Instant};
 
-use convo_tests::bench::{back_to_back, percentile_ms};
+use convo_tests::TestUser;
+use convo_tests::bench::{back_to_back, percentile_ms, register_all};
 use convo_tests::process::{ServerProcess, Stack, own_cpu_time};
-use convo_tests::{TestApp, TestUser};
-use futures_util::StreamExt;
 use futures_util::future::join_all;
 
 /// Messages in the room read.
@@ -55,7 +54,7 @@ async fn main() {
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
 
-    let users = register_all(app, connections).await;
+    let users = register_all(app, "reader", connections).await;
     let room = app.create_room(&users[0], "bench_reads").await;
     join_all(users[1..].iter().map(|user| app.join(user, &room))).await;
     for n in 0..MESSAGES {
@@ -67,15 +66,6 @@ async fn main() {
     reads(&server, &users, &by_id, seconds).await.print("history, latest 50, by roomId", stack);
     let by_name = "/chat/messages?chatRoomName=bench_reads&limit=50";
     reads(&server, &users, by_name, seconds).await.print("history, latest 50, by chatRoomName", stack);
-}
-
-/// Registers `count` users, a few at a time (each registration is a password hash).
-async fn register_all(app: &TestApp, count: usize) -> Vec<TestUser> {
-    futures_util::stream::iter(0..count)
-        .map(|n| async move { app.register(&format!("reader_{n}")).await })
-        .buffered(8)
-        .collect()
-        .await
 }
 
 /// One scenario's figures.

@@ -32,7 +32,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use convo_tests::bench::{Socket, back_to_back, join, open_socket, percentile_ms};
+use convo_tests::bench::{Socket, back_to_back, join, open_socket, percentile_ms, register_all};
 use convo_tests::process::{ServerProcess, Stack, own_cpu_time};
 use convo_tests::{TestApp, TestUser};
 use futures_util::future::join_all;
@@ -93,16 +93,6 @@ async fn main() {
 
     let row = pipelined_sends(&server, subscribers, pace, seconds).await;
     row.print(&format!("WS send, 1 pipelined sender ({pace}), {subscribers} subscribers"), stack);
-}
-
-/// Registers `count` users, a few at a time: a crowd of registrations at once (each one a
-/// password hash) starves the server's other work, which is not what this measures.
-async fn register_all(app: &TestApp, prefix: &str, count: usize) -> Vec<TestUser> {
-    futures_util::stream::iter(0..count)
-        .map(|n| async move { app.register(&format!("{prefix}_{n}")).await })
-        .buffered(8)
-        .collect()
-        .await
 }
 
 /// One scenario's figures.
