@@ -2,10 +2,11 @@
 //! are queued in the room's sequencer and stored a batch at a time, one transaction per batch.
 //!
 //! A room's worker takes whatever queued while its previous batch was being stored (up to
-//! [`MAX_BATCH`]), hands the batch to [`MessageRepository::insert_batch`], reports the stored
-//! messages to the cache and the event bus, and only then answers each send. Storage assigns
+//! [`MAX_BATCH`]) and hands the batch to [`MessageRepository::insert_batch`]; the room's
+//! reporter then reports the stored messages to the cache and the event bus, and only then
+//! answers each send, while the worker stores the next batch. Storage assigns
 //! seqs in batch order and batches one after another, so one sender's messages keep the order
-//! they were queued in. The worker owns the effects that follow a commit: a request that is
+//! they were queued in. The room's tasks own the effects that follow a commit: a request that is
 //! cancelled once its send is queued still has its message stored, cached and announced.
 //!
 //! A worker that has nothing to do for [`IDLE`] retires, so quiet rooms cost nothing.
@@ -137,22 +138,40 @@ impl Sequencer {
         queue
     }
 
+    /// The room's worker. It takes whatever queued while it stored the previous batch, counts
+    /// it against the authors' limits and stores it in one transaction, then hands it to the
+    /// room's reporter, a task of its own that caches and announces what was stored and only
+    /// then answers. So the next batch is being stored while the last one is reported; the
+    /// reporter takes batches in order and at most one waits for it.
     async fn run(self: Arc<Self>, room: RoomId, id: u64, mut queue: mpsc::Receiver<Pending>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let (to_reporter, stored) = mpsc::channel(1);
+        tokio::spawn(Arc::clone(&self).report_each(room, stored));
         loop {
+            let mut sends = Vec::with_capacity(MAX_BATCH);
             match tokio::time::timeout(IDLE, queue.recv()).await {
-                Ok(Some(first)) => batch.push(first),
+                Ok(Some(first)) => sends.push(first),
                 Ok(None) => return,
                 Err(_idle) if self.retire(room, id, &queue) => return,
                 Err(_idle) => continue,
             }
-            while batch.len() < MAX_BATCH {
+            while sends.len() < MAX_BATCH {
                 match queue.try_recv() {
-                    Ok(pending) => batch.push(pending),
+                    Ok(pending) => sends.push(pending),
                     Err(_) => break,
                 }
             }
-            self.store(room, &mut batch).await;
+            let mut batch = self.count(sends).await;
+            self.insert(room, &mut batch).await;
+            if to_reporter.send(batch).await.is_err() {
+                // The reporter is gone (a panic): the queued sends go to a new worker.
+                return;
+            }
+        }
+    }
+
+    async fn report_each(self: Arc<Self>, room: RoomId, mut stored: mpsc::Receiver<Batch>) {
+        while let Some(batch) = stored.recv().await {
+            self.report(room, batch).await;
         }
     }
 
@@ -173,12 +192,67 @@ impl Sequencer {
         }
     }
 
-    /// Stores one batch, reports what was stored, then answers every send of the batch.
-    async fn store(&self, room: RoomId, batch: &mut Vec<Pending>) {
-        let (messages, answers): (Vec<NewMessage>, Vec<_>) =
-            batch.drain(..).map(|pending| (pending.message, pending.answer)).unzip();
-        let outcomes = self.limit_then_insert(room, messages).await;
+    /// Counts each author's sends of the batch against their limit at once (in queue order, so
+    /// an author's first sends take the points left). A send over its limit is refused here.
+    async fn count(&self, sends: Vec<Pending>) -> Batch {
+        let count = sends.len();
+        let keys: Vec<String> = sends.iter().map(|send| send_key(send.message.author_id)).collect();
+        let mut batch = Batch { sends, outcomes: Vec::with_capacity(count) };
+        match self.ports.limiter.acquire_each(&keys, self.ports.send_limit).await {
+            Ok(decisions) if decisions.len() == count => {
+                batch.outcomes.extend(decisions.into_iter().map(|decision| match decision {
+                    RateDecision::Allowed { .. } => None,
+                    RateDecision::Limited { retry_after } => {
+                        Some(Err(DomainError::RateLimited { retry_after }))
+                    }
+                }));
+            }
+            Ok(_) => {
+                let error = DomainError::internal("the rate limiter answered for the wrong number of sends");
+                batch.fail_all(&error);
+            }
+            Err(error) => {
+                tracing::warn!(%error, sends = count, "could not count a batch of sends");
+                batch.fail_all(&error);
+            }
+        }
+        batch
+    }
 
+    /// Stores the batch's sends that are still undecided in one transaction.
+    async fn insert(&self, room: RoomId, batch: &mut Batch) {
+        let allowed: Vec<NewMessage> = batch.undecided().map(|send| send.message.clone()).collect();
+        if allowed.is_empty() {
+            return;
+        }
+        let stored = match self.ports.messages.insert_batch(room, &allowed).await {
+            Ok(stored) if stored.len() == allowed.len() => stored,
+            Ok(_) => {
+                let error =
+                    DomainError::internal("storage answered a batch with the wrong number of outcomes");
+                tracing::error!(%error, "a batch of sends failed");
+                fail_all(allowed.len(), &error)
+            }
+            Err(error) => {
+                tracing::warn!(%error, sends = allowed.len(), "a batch of sends failed");
+                fail_all(allowed.len(), &error)
+            }
+        };
+        let mut stored = stored.into_iter();
+        for outcome in batch.outcomes.iter_mut().filter(|outcome| outcome.is_none()) {
+            *outcome = stored.next();
+        }
+    }
+
+    /// Caches and announces what the batch stored, then answers every send of the batch.
+    async fn report(&self, room: RoomId, batch: Batch) {
+        let outcomes: Vec<DomainResult<Posted>> = batch
+            .outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or_else(|| Err(DomainError::internal("a send of a batch went unanswered")))
+            })
+            .collect();
         let created: Vec<Message> = outcomes
             .iter()
             .filter_map(|outcome| match outcome {
@@ -197,68 +271,28 @@ impl Sequencer {
             }
         }
 
-        for (answer, outcome) in answers.into_iter().zip(outcomes) {
+        for (send, outcome) in batch.sends.into_iter().zip(outcomes) {
             // A sender that went away still had its message stored and announced.
-            let _ = answer.send(outcome.and_then(|posted| (self.verdict)(posted, room)));
+            let _ = send.answer.send(outcome.and_then(|posted| (self.verdict)(posted, room)));
         }
     }
+}
 
-    /// Each author's rate limit for the whole batch at once (in queue order, so an author's
-    /// first sends take the points left), then the sends within their limit in one
-    /// transaction. One outcome per message, in order.
-    async fn limit_then_insert(&self, room: RoomId, messages: Vec<NewMessage>) -> Vec<DomainResult<Posted>> {
-        let count = messages.len();
-        let keys: Vec<String> = messages.iter().map(|message| send_key(message.author_id)).collect();
-        let decisions = match self.ports.limiter.acquire_each(&keys, self.ports.send_limit).await {
-            Ok(decisions) if decisions.len() == count => decisions,
-            Ok(_) => {
-                let error = DomainError::internal("the rate limiter answered for the wrong number of sends");
-                return fail_all(count, &error);
-            }
-            Err(error) => {
-                tracing::warn!(%error, sends = count, "could not count a batch of sends");
-                return fail_all(count, &error);
-            }
-        };
+/// A batch on its way through a room's stages: its sends in queue order, and each one's outcome
+/// once decided (`None` while it is still to be stored).
+struct Batch {
+    sends: Vec<Pending>,
+    outcomes: Vec<Option<DomainResult<Posted>>>,
+}
 
-        let mut outcomes: Vec<Option<DomainResult<Posted>>> = Vec::with_capacity(count);
-        let mut allowed = Vec::with_capacity(count);
-        for (message, decision) in messages.into_iter().zip(decisions) {
-            match decision {
-                RateDecision::Allowed { .. } => {
-                    allowed.push(message);
-                    outcomes.push(None);
-                }
-                RateDecision::Limited { retry_after } => {
-                    outcomes.push(Some(Err(DomainError::RateLimited { retry_after })));
-                }
-            }
-        }
-        if !allowed.is_empty() {
-            let stored = match self.ports.messages.insert_batch(room, &allowed).await {
-                Ok(stored) if stored.len() == allowed.len() => stored,
-                Ok(_) => {
-                    let error =
-                        DomainError::internal("storage answered a batch with the wrong number of outcomes");
-                    tracing::error!(%error, "a batch of sends failed");
-                    fail_all(allowed.len(), &error)
-                }
-                Err(error) => {
-                    tracing::warn!(%error, sends = allowed.len(), "a batch of sends failed");
-                    fail_all(allowed.len(), &error)
-                }
-            };
-            let mut stored = stored.into_iter();
-            for outcome in outcomes.iter_mut().filter(|outcome| outcome.is_none()) {
-                *outcome = stored.next();
-            }
-        }
-        outcomes
-            .into_iter()
-            .map(|outcome| {
-                outcome.unwrap_or_else(|| Err(DomainError::internal("a send of a batch went unanswered")))
-            })
-            .collect()
+impl Batch {
+    /// The sends still to be stored.
+    fn undecided(&self) -> impl Iterator<Item = &Pending> {
+        self.sends.iter().zip(&self.outcomes).filter(|(_, outcome)| outcome.is_none()).map(|(send, _)| send)
+    }
+
+    fn fail_all(&mut self, error: &DomainError) {
+        self.outcomes = fail_all(self.sends.len(), error).into_iter().map(Some).collect();
     }
 }
 
