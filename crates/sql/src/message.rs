@@ -11,8 +11,8 @@ use convo_domain::{
 };
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, IdenStatic,
-    JoinType, QueryFilter, QueryOrder, QuerySelect, RelationTrait, Select,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult,
+    IdenStatic, JoinType, QueryFilter, QueryOrder, QuerySelect, RelationTrait, Select, Statement,
 };
 use uuid::Uuid;
 
@@ -95,34 +95,11 @@ impl SqlStore {
         // The first statement takes the room's row lock (PostgreSQL), so concurrent batches to
         // the room, from any instance, queue here and each sees the seq the previous one
         // committed: no gap, no duplicate. On SQLite the transaction holds the write lock.
-        let reserve = Query::update()
-            .table(room::Entity)
-            .value(room::Column::LastSeq, Expr::col(room::Column::LastSeq).add(size))
-            .value(room::Column::LastMessageAt, latest_stamp(batch.iter()))
-            .and_where(room::Column::Id.eq(room_id))
-            .returning_col(room::Column::LastSeq)
-            .to_owned();
-        let Some(row) = tx.query_one(&reserve).await? else {
+        let Some((last_seq, members)) = reserve_seqs(&*tx, room_id, batch).await? else {
             tx.rollback().await?;
             return Ok(batch.iter().map(|_| Err(DomainError::RoomNotFound)).collect());
         };
-        let first_seq = row.try_get::<i64>("", room::Column::LastSeq.as_str())? - size + 1;
-
-        let mut authors: Vec<Uuid> = batch.iter().map(|new| new.author_id.as_uuid()).collect();
-        authors.sort_unstable();
-        authors.dedup();
-        let members: HashMap<Uuid, String> = membership::Entity::find()
-            .select_only()
-            .column(membership::Column::UserId)
-            .column(user::Column::Username)
-            .join(JoinType::InnerJoin, membership::Relation::User.def())
-            .filter(membership::Column::RoomId.eq(room_id))
-            .filter(membership::Column::UserId.is_in(authors))
-            .into_tuple::<(Uuid, String)>()
-            .all(&*tx)
-            .await?
-            .into_iter()
-            .collect();
+        let first_seq = last_seq - size + 1;
         let used = used_keys(&*tx, batch).await?;
 
         let mut plans = Vec::with_capacity(batch.len());
@@ -162,22 +139,16 @@ impl SqlStore {
                     .to_owned();
                 tx.execute(&give_back).await?;
             }
-            let rows = batch.iter().zip(&plans).filter_map(|(new, plan)| match plan {
-                Plan::Stored(seq) => Some(message::ActiveModel {
-                    id: Set(new.id.as_uuid()),
-                    room_id: Set(room_id),
-                    seq: Set(*seq),
-                    author_id: Set(new.author_id.as_uuid()),
-                    content: Set(new.content.as_str().to_owned()),
-                    created_at: Set(stored(new.created_at)),
-                    edited_at: Set(None),
-                    deleted_at: Set(None),
-                    client_message_id: Set(new.client_message_id.as_ref().map(|key| key.as_str().to_owned())),
-                }),
-                _ => None,
-            });
+            let rows: Vec<(&NewMessage, i64)> = batch
+                .iter()
+                .zip(&plans)
+                .filter_map(|(new, plan)| match plan {
+                    Plan::Stored(seq) => Some((new, *seq)),
+                    _ => None,
+                })
+                .collect();
             // Nothing is read back: the seqs, the authors' names and the stamps are all known.
-            message::Entity::insert_many(rows).exec_without_returning(&*tx).await?;
+            insert_rows(&*tx, room_id, &rows).await?;
             tx.commit().await?;
         }
 
@@ -203,6 +174,127 @@ impl SqlStore {
 /// The latest creation stamp of these messages, as storage keeps it.
 fn latest_stamp<'a>(messages: impl Iterator<Item = &'a NewMessage>) -> Option<DateTime<Utc>> {
     messages.map(|new| stored(new.created_at)).max()
+}
+
+/// Reserves `batch.len()` seqs in the room and reads which of the batch's authors are members,
+/// with their usernames: the room's last seq after the reservation and the members, or `None`
+/// if the room does not exist. One statement on PostgreSQL (its text the same for any batch,
+/// so it is prepared once per connection); two on SQLite, which cannot update in a `WITH`.
+async fn reserve_seqs<C: ConnectionTrait>(
+    db: &C,
+    room_id: Uuid,
+    batch: &[NewMessage],
+) -> Result<Option<(i64, HashMap<Uuid, String>)>, DbErr> {
+    let size = batch.len() as i64;
+    let stamp = latest_stamp(batch.iter());
+    let mut authors: Vec<Uuid> = batch.iter().map(|new| new.author_id.as_uuid()).collect();
+    authors.sort_unstable();
+    authors.dedup();
+
+    if db.get_database_backend() == DbBackend::Postgres {
+        const RESERVE_AND_READ_MEMBERS: &str = "\
+            WITH reserved AS (\
+                UPDATE rooms SET last_seq = last_seq + $1, last_message_at = $2 WHERE id = $3 \
+                RETURNING last_seq) \
+            SELECT reserved.last_seq, users.id AS user_id, users.username \
+            FROM reserved \
+            LEFT JOIN memberships ON memberships.room_id = $3 AND memberships.user_id = ANY($4) \
+            LEFT JOIN users ON users.id = memberships.user_id";
+        let values = [size.into(), stamp.into(), room_id.into(), authors.into()];
+        let rows = db
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                RESERVE_AND_READ_MEMBERS,
+                values,
+            ))
+            .await?;
+        let Some(first) = rows.first() else { return Ok(None) };
+        let last_seq: i64 = first.try_get("", "last_seq")?;
+        let mut members = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(user) = row.try_get::<Option<Uuid>>("", "user_id")? {
+                members.insert(user, row.try_get::<String>("", "username")?);
+            }
+        }
+        return Ok(Some((last_seq, members)));
+    }
+
+    let reserve = Query::update()
+        .table(room::Entity)
+        .value(room::Column::LastSeq, Expr::col(room::Column::LastSeq).add(size))
+        .value(room::Column::LastMessageAt, stamp)
+        .and_where(room::Column::Id.eq(room_id))
+        .returning_col(room::Column::LastSeq)
+        .to_owned();
+    let Some(row) = db.query_one(&reserve).await? else { return Ok(None) };
+    let last_seq = row.try_get::<i64>("", room::Column::LastSeq.as_str())?;
+    let members = membership::Entity::find()
+        .select_only()
+        .column(membership::Column::UserId)
+        .column(user::Column::Username)
+        .join(JoinType::InnerJoin, membership::Relation::User.def())
+        .filter(membership::Column::RoomId.eq(room_id))
+        .filter(membership::Column::UserId.is_in(authors))
+        .into_tuple::<(Uuid, String)>()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(Some((last_seq, members)))
+}
+
+/// Inserts the stored messages of a batch, each with its seq, in one statement. On PostgreSQL
+/// the rows travel as one array per column, so the statement's text is the same for any batch.
+async fn insert_rows<C: ConnectionTrait>(
+    db: &C,
+    room_id: Uuid,
+    rows: &[(&NewMessage, i64)],
+) -> Result<(), DbErr> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        const INSERT_ROWS: &str = "\
+            INSERT INTO messages (id, room_id, seq, author_id, content, created_at, client_message_id) \
+            SELECT id, $1, seq, author_id, content, created_at, NULLIF(client_message_id, '') \
+            FROM UNNEST($2::uuid[], $3::int8[], $4::uuid[], $5::text[], $6::timestamptz[], $7::text[]) \
+            AS batch (id, seq, author_id, content, created_at, client_message_id)";
+        // A message without a client key travels as '' (keys are never empty) and is stored
+        // as NULL: the array binding has no room for a null element.
+        let ids: Vec<Uuid> = rows.iter().map(|(new, _)| new.id.as_uuid()).collect();
+        let seqs: Vec<i64> = rows.iter().map(|(_, seq)| *seq).collect();
+        let authors: Vec<Uuid> = rows.iter().map(|(new, _)| new.author_id.as_uuid()).collect();
+        let contents: Vec<String> = rows.iter().map(|(new, _)| new.content.as_str().to_owned()).collect();
+        let stamps: Vec<DateTime<Utc>> = rows.iter().map(|(new, _)| stored(new.created_at)).collect();
+        let keys: Vec<String> = rows
+            .iter()
+            .map(|(new, _)| {
+                new.client_message_id.as_ref().map_or_else(String::new, |key| key.as_str().to_owned())
+            })
+            .collect();
+        let values = [
+            room_id.into(),
+            ids.into(),
+            seqs.into(),
+            authors.into(),
+            contents.into(),
+            stamps.into(),
+            keys.into(),
+        ];
+        db.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, INSERT_ROWS, values)).await?;
+        return Ok(());
+    }
+
+    let models = rows.iter().map(|(new, seq)| message::ActiveModel {
+        id: Set(new.id.as_uuid()),
+        room_id: Set(room_id),
+        seq: Set(*seq),
+        author_id: Set(new.author_id.as_uuid()),
+        content: Set(new.content.as_str().to_owned()),
+        created_at: Set(stored(new.created_at)),
+        edited_at: Set(None),
+        deleted_at: Set(None),
+        client_message_id: Set(new.client_message_id.as_ref().map(|key| key.as_str().to_owned())),
+    });
+    message::Entity::insert_many(models).exec_without_returning(db).await?;
+    Ok(())
 }
 
 /// The messages stored earlier under the batch's (author, key) pairs, deleted ones included.
