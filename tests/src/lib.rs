@@ -38,6 +38,18 @@ pub struct TestApp {
     pub database_url: String,
 }
 
+/// The configuration of a test server on `database_url`: the test defaults with `vars` on top.
+pub fn test_config(database_url: &str, vars: &[(&str, &str)]) -> Config {
+    let mut env: HashMap<String, String> = HashMap::from([
+        ("DATABASE_URL".to_owned(), database_url.to_owned()),
+        ("HOST".to_owned(), "127.0.0.1".to_owned()),
+        ("PORT".to_owned(), "0".to_owned()),
+        ("JWT_SECRET".to_owned(), "black-box-tests-secret-of-32-bytes!".to_owned()),
+    ]);
+    env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    Config::from_lookup(|name| env.get(name).cloned()).expect("test configuration is valid")
+}
+
 /// A server on SQLite with the default configuration.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Backend::Sqlite, &[]).await.expect("SQLite is always available")
@@ -61,14 +73,7 @@ pub async fn start_server(
     database: Option<TestDatabase>,
     vars: &[(&str, &str)],
 ) -> TestApp {
-    let mut env: HashMap<String, String> = HashMap::from([
-        ("DATABASE_URL".to_owned(), database_url.to_owned()),
-        ("HOST".to_owned(), "127.0.0.1".to_owned()),
-        ("PORT".to_owned(), "0".to_owned()),
-        ("JWT_SECRET".to_owned(), "black-box-tests-secret-of-32-bytes!".to_owned()),
-    ]);
-    env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    let config = Config::from_lookup(|name| env.get(name).cloned()).expect("test configuration is valid");
+    let config = test_config(database_url, vars);
     let server = convo_server::start(&config, false).await.expect("server starts");
     TestApp {
         base_url: format!("http://{}", server.address()),

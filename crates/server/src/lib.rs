@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use convo_api::ws::Shutdown;
+pub use adapters::Adapters;
+pub use convo_api::ws::Shutdown;
 use convo_api::{AppState, HttpSettings};
 use convo_domain::{AuthPorts, AuthSettings, AuthUseCases, ChatPorts, ChatUseCases, RateLimit, SystemClock};
 use poem::listener::{Acceptor, Listener, TcpListener};
@@ -52,6 +53,16 @@ pub async fn build_app(
     shutdown: &Shutdown,
 ) -> Result<poem::endpoint::BoxEndpoint<'static, poem::Response>, StartError> {
     let adapters = adapters::build(config).await?;
+    Ok(app_over(config, adapters, shutdown))
+}
+
+/// The HTTP application over adapters already built: the domain services and the routes. Tests
+/// use it to put a decorator around one port.
+pub fn app_over(
+    config: &Config,
+    adapters: Adapters,
+    shutdown: &Shutdown,
+) -> poem::endpoint::BoxEndpoint<'static, poem::Response> {
     let clock = Arc::new(SystemClock);
     let auth = AuthUseCases::new(
         AuthPorts {
@@ -93,7 +104,7 @@ pub async fn build_app(
         ws_outbound_queue: config.ws_outbound_queue,
         shutdown: shutdown.clone(),
     };
-    Ok(convo_api::app(state, &settings))
+    convo_api::app(state, &settings)
 }
 
 /// A server that is accepting connections.

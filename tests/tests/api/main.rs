@@ -3,6 +3,7 @@
 //! is built and linked once for the whole suite.
 
 mod auth;
+mod cancellation;
 mod messages;
 mod operations;
 mod redis_cache;
