@@ -67,6 +67,8 @@ macro_rules! session_store_contract {
             revoke_all_ends_every_session_of_the_user_only,
             revoke_all_leaves_out_expired_sessions,
             revoke_all_of_a_user_without_sessions_is_empty,
+            alive_many_answers_for_each_session_in_order,
+            alive_many_does_not_extend_a_session,
         }
     };
     ($factory:expr $(,)?) => {

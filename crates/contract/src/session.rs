@@ -1,5 +1,6 @@
 //! The contract of [`SessionStore`]: sessions live for `ttl` after their last touch, each one
-//! ends on its own, and a user's sessions end together on `revoke_all`.
+//! ends on its own, a user's sessions end together on `revoke_all`, and many can be checked at
+//! once without extending any.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,4 +138,34 @@ pub async fn revoke_all_of_a_user_without_sessions_is_empty<S: SessionStore + ?S
     let other = create(&*store, UserId::generate(), LONG).await;
     assert_eq!(store.revoke_all(UserId::generate()).await.expect("revoke all"), Vec::<SessionId>::new());
     assert_eq!(touch(&*store, other.id, LONG).await, Some(other));
+}
+
+pub async fn alive_many_answers_for_each_session_in_order<S: SessionStore + ?Sized>(store: Arc<S>) {
+    let user = UserId::generate();
+    let (first, revoked, expired, last) = (
+        create(&*store, user, LONG).await,
+        create(&*store, user, LONG).await,
+        create(&*store, user, SHORT).await,
+        create(&*store, UserId::generate(), LONG).await,
+    );
+    assert!(store.revoke(user, revoked.id).await.expect("revoke"));
+    sleep(PAST_SHORT).await;
+    let asked = [first.id, revoked.id, SessionId::generate(), expired.id, last.id, first.id];
+    assert_eq!(
+        store.alive_many(&asked).await.expect("check sessions"),
+        vec![true, false, false, false, true, true],
+        "alive, revoked, never created, expired, alive, and a repeat"
+    );
+    assert_eq!(store.alive_many(&[]).await.expect("check no session"), Vec::<bool>::new());
+}
+
+pub async fn alive_many_does_not_extend_a_session<S: SessionStore + ?Sized>(store: Arc<S>) {
+    let session = create(&*store, UserId::generate(), SHORT).await;
+    // Checked all along its life, it still ends a ttl after creation: a check is not activity.
+    for _ in 0..4 {
+        assert_eq!(store.alive_many(&[session.id]).await.expect("check"), vec![true]);
+        sleep(SHORT / 5).await;
+    }
+    sleep(SHORT / 2).await;
+    assert_eq!(store.alive_many(&[session.id]).await.expect("check"), vec![false], "not extended");
 }

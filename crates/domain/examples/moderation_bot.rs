@@ -497,6 +497,10 @@ impl SessionStore for MapSessions {
     async fn touch(&self, id: SessionId, _ttl: Duration) -> DomainResult<Option<Session>> {
         Ok(lock(&self.sessions).get(&id).cloned())
     }
+    async fn alive_many(&self, ids: &[SessionId]) -> DomainResult<Vec<bool>> {
+        let sessions = lock(&self.sessions);
+        Ok(ids.iter().map(|id| sessions.contains_key(id)).collect())
+    }
     async fn revoke(&self, user: UserId, id: SessionId) -> DomainResult<bool> {
         let mut sessions = lock(&self.sessions);
         let owned = sessions.get(&id).is_some_and(|session| session.user_id == user);

@@ -38,6 +38,9 @@ pub trait SessionStore: Send + Sync {
     async fn create(&self, session: &Session, ttl: Duration) -> DomainResult<()>;
     /// The session if it is still alive, extended to `ttl` from now.
     async fn touch(&self, id: SessionId, ttl: Duration) -> DomainResult<Option<Session>>;
+    /// Whether each session is alive, in the order asked, extending none: one round trip to the
+    /// store however many are asked, for checking every live connection of an instance at once.
+    async fn alive_many(&self, ids: &[SessionId]) -> DomainResult<Vec<bool>>;
     /// Ends one session; `false` if it had already ended.
     async fn revoke(&self, user: UserId, id: SessionId) -> DomainResult<bool>;
     /// Ends every session of the user, returning the ids that were alive.

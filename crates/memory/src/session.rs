@@ -123,6 +123,15 @@ impl SessionStore for InMemorySessionStore {
         }
     }
 
+    async fn alive_many(&self, ids: &[SessionId]) -> DomainResult<Vec<bool>> {
+        let now = Instant::now();
+        // Read only: an expired entry is left for the sweep, as a check is not activity.
+        Ok(ids
+            .iter()
+            .map(|id| self.shards.of(id).sessions.get(id).is_some_and(|live| live.expires_at > now))
+            .collect())
+    }
+
     async fn revoke(&self, user: UserId, id: SessionId) -> DomainResult<bool> {
         let now = Instant::now();
         let mut shard = self.shards.of(&id);

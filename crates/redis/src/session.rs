@@ -1,6 +1,10 @@
 //! Sessions in Redis: a key per session that expires after its idle lifetime, and an index of
 //! each user's sessions for logout-all. A touch extends a session only when it has aged by more
-//! than a few seconds, so a busy session costs one read per request, not one write.
+//! than a few seconds, so a busy session costs one read per request, not one write. Checking
+//! many sessions at once (every live connection of an instance) is one pipeline of `EXISTS`,
+//! one round trip: each session key has a hash tag of its own, so on a cluster the keys are
+//! spread over slots and one multi-key command could not hold them, while a pipeline sends
+//! each command to the node of its key.
 
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -138,6 +142,23 @@ impl SessionStore for RedisSessionStore {
             tracing::warn!(%error, "could not extend a session's index entry");
         }
         Ok(Some(Session { id, user_id, created_at: stored.created }))
+    }
+
+    async fn alive_many(&self, ids: &[SessionId]) -> DomainResult<Vec<bool>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.redis.client(WHAT)?;
+        let pipeline = client.pipeline();
+        for id in ids {
+            // Queued, not sent: the pipeline answers for all of them below.
+            let _: Result<(), _> = pipeline.exists(self.redis.keys().session(*id)).await;
+        }
+        let counts: Vec<i64> = self.redis.run(WHAT, pipeline.all()).await?;
+        if counts.len() != ids.len() {
+            return Err(malformed("session check"));
+        }
+        Ok(counts.into_iter().map(|count| count > 0).collect())
     }
 
     async fn revoke(&self, user: UserId, id: SessionId) -> DomainResult<bool> {
