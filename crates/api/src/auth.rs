@@ -2,7 +2,7 @@
 //! authenticated route uses.
 
 use chrono::{DateTime, Utc};
-use convo_domain::{self as domain, Email, IssuedToken, Password, Principal, Username};
+use convo_domain::{self as domain, AccessGrant, Email, IssuedToken, Password, Principal, Username};
 use poem::Request;
 use poem::web::Data;
 use poem_openapi::auth::Bearer;
@@ -19,9 +19,16 @@ use crate::state::AppState;
 /// `Authorization: Bearer <access_token>`. It is accepted while its session lives.
 #[derive(SecurityScheme)]
 #[oai(rename = "bearerAuth", ty = "bearer", bearer_format = "JWT", checker = "check_bearer")]
-pub struct BearerAuth(pub Principal);
+pub struct BearerAuth(pub AccessGrant);
 
-async fn check_bearer(request: &Request, bearer: Bearer) -> poem::Result<Principal> {
+impl BearerAuth {
+    /// Who is calling, through which session.
+    pub fn principal(&self) -> &Principal {
+        &self.0.principal
+    }
+}
+
+async fn check_bearer(request: &Request, bearer: Bearer) -> poem::Result<AccessGrant> {
     let state = request.data::<AppState>().ok_or_else(|| {
         poem::Error::from(ApiError::from(domain::DomainError::internal("AppState is not in the route data")))
     })?;
@@ -196,7 +203,7 @@ impl AuthApi {
         state: Data<&AppState>,
         caller: BearerAuth,
     ) -> Result<LogoutResponse, SessionError> {
-        state.auth.logout(&caller.0).await?;
+        state.auth.logout(caller.principal()).await?;
         Ok(LogoutResponse::Done)
     }
 
@@ -209,7 +216,7 @@ impl AuthApi {
         state: Data<&AppState>,
         caller: BearerAuth,
     ) -> Result<LogoutResponse, SessionError> {
-        state.auth.logout_all(&caller.0).await?;
+        state.auth.logout_all(caller.principal()).await?;
         Ok(LogoutResponse::Done)
     }
 
@@ -233,7 +240,7 @@ impl AuthApi {
     /// The caller's account
     #[oai(path = "/auth/me", method = "get", operation_id = "getCurrentUser")]
     async fn me(&self, state: Data<&AppState>, caller: BearerAuth) -> Result<MeResponse, SessionError> {
-        let user = state.auth.me(&caller.0).await?;
+        let user = state.auth.me(caller.principal()).await?;
         Ok(MeResponse::Ok(Json(user.into())))
     }
 }

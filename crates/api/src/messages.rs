@@ -176,7 +176,7 @@ impl MessageApi {
             .as_deref()
             .map(ClientMessageId::parse)
             .transpose()?;
-        let posted = state.messages.send(caller.0.user_id, &room, content, key).await?;
+        let posted = state.messages.send(caller.principal().user_id, &room, content, key).await?;
         let message = Json(posted.message.into());
         Ok(if posted.created {
             SendMessageResponse::Created(message)
@@ -209,7 +209,7 @@ impl MessageApi {
     ) -> Result<HistoryResponse, HistoryError> {
         let room = room_ref(room_id.0, room_name.0.as_deref())?;
         let query = HistoryQuery::parse(before.0, after.0, limit.0)?;
-        let page = state.messages.history(caller.0.user_id, &room, &query).await?;
+        let page = state.messages.history(caller.principal().user_id, &room, &query).await?;
         Ok(HistoryResponse::Ok(Json(MessagePage {
             messages: page.messages.into_iter().map(Into::into).collect(),
             has_more: page.has_more,
@@ -228,7 +228,8 @@ impl MessageApi {
         body: Json<EditMessageRequest>,
     ) -> Result<EditMessageResponse, EditMessageError> {
         let content = MessageContent::parse(&body.0.content.get(domain::Field::Content)?)?;
-        let message = state.messages.edit(caller.0.user_id, MessageId::from(message_id.0), content).await?;
+        let message =
+            state.messages.edit(caller.principal().user_id, MessageId::from(message_id.0), content).await?;
         Ok(EditMessageResponse::Ok(Json(message.into())))
     }
 
@@ -242,7 +243,7 @@ impl MessageApi {
         caller: BearerAuth,
         #[oai(name = "messageId")] message_id: Path<Uuid>,
     ) -> Result<DeleteMessageResponse, DeleteMessageError> {
-        state.messages.delete(caller.0.user_id, MessageId::from(message_id.0)).await?;
+        state.messages.delete(caller.principal().user_id, MessageId::from(message_id.0)).await?;
         Ok(DeleteMessageResponse::Deleted)
     }
 }

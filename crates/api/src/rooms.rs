@@ -157,7 +157,7 @@ impl RoomApi {
     ) -> Result<CreateRoomResponse, CreateRoomError> {
         let Json(body) = body;
         let name = RoomName::parse(&body.name.get(domain::Field::RoomName)?)?;
-        let room = state.rooms.create_room(caller.0.user_id, name).await?;
+        let room = state.rooms.create_room(caller.principal().user_id, name).await?;
         Ok(CreateRoomResponse::Created(Json(room.into())))
     }
 
@@ -168,7 +168,7 @@ impl RoomApi {
         state: Data<&AppState>,
         caller: BearerAuth,
     ) -> Result<MyRoomsResponse, MyRoomsError> {
-        let rooms = state.rooms.rooms_of(caller.0.user_id).await?;
+        let rooms = state.rooms.rooms_of(caller.principal().user_id).await?;
         Ok(MyRoomsResponse::Ok(Json(rooms.into_iter().map(Into::into).collect())))
     }
 
@@ -198,7 +198,7 @@ impl RoomApi {
         caller: BearerAuth,
         #[oai(name = "roomId")] room_id: Path<Uuid>,
     ) -> Result<RoomResponse, MemberOnlyError> {
-        let room = state.rooms.room(caller.0.user_id, RoomId::from(room_id.0)).await?;
+        let room = state.rooms.room(caller.principal().user_id, RoomId::from(room_id.0)).await?;
         Ok(RoomResponse::Ok(Json(room.into())))
     }
 
@@ -212,7 +212,7 @@ impl RoomApi {
         caller: BearerAuth,
         #[oai(name = "roomId")] room_id: Path<Uuid>,
     ) -> Result<RoomResponse, MembershipError> {
-        let room = state.rooms.join(caller.0.user_id, RoomId::from(room_id.0)).await?;
+        let room = state.rooms.join(caller.principal().user_id, RoomId::from(room_id.0)).await?;
         Ok(RoomResponse::Ok(Json(room.into())))
     }
 
@@ -226,7 +226,7 @@ impl RoomApi {
         caller: BearerAuth,
         #[oai(name = "roomId")] room_id: Path<Uuid>,
     ) -> Result<LeaveResponse, MembershipError> {
-        state.rooms.leave(caller.0.user_id, RoomId::from(room_id.0)).await?;
+        state.rooms.leave(caller.principal().user_id, RoomId::from(room_id.0)).await?;
         Ok(LeaveResponse::Left)
     }
 
@@ -238,7 +238,7 @@ impl RoomApi {
         caller: BearerAuth,
         #[oai(name = "roomId")] room_id: Path<Uuid>,
     ) -> Result<MembersResponse, MemberOnlyError> {
-        let members = state.rooms.members(caller.0.user_id, RoomId::from(room_id.0)).await?;
+        let members = state.rooms.members(caller.principal().user_id, RoomId::from(room_id.0)).await?;
         Ok(MembersResponse::Ok(Json(members.into_iter().map(Into::into).collect())))
     }
 }

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use chrono::{TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use convo_api::{AppState, HttpSettings};
 use convo_domain::auth::MockAuthService;
 use convo_domain::chat::{MockLiveService, MockMessageService, MockRoomService};
-use convo_domain::{DomainError, Principal, RoomId, RoomName, RoomRef, SessionId, UserId};
+use convo_domain::{AccessGrant, DomainError, Principal, RoomId, RoomName, RoomRef, SessionId, UserId};
 use poem::Response;
 use poem::endpoint::BoxEndpoint;
 use poem::http::StatusCode;
@@ -19,9 +19,13 @@ const TOKEN: &str = "a-token";
 /// An auth service that knows one token, naming `user`.
 fn auth_for(user: UserId) -> MockAuthService {
     let mut auth = MockAuthService::new();
-    auth.expect_authenticate()
-        .withf(|token| token == TOKEN)
-        .returning(move |_| Ok(Principal { user_id: user, session_id: SessionId::generate() }));
+    auth.expect_authenticate().withf(|token| token == TOKEN).returning(move |_| {
+        Ok(AccessGrant {
+            principal: Principal { user_id: user, session_id: SessionId::generate() },
+            issued_at: DateTime::UNIX_EPOCH,
+            expires_at: DateTime::<Utc>::MAX_UTC,
+        })
+    });
     auth
 }
 

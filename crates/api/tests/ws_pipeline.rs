@@ -1,8 +1,9 @@
 //! The WebSocket gateway's pipeline, against a message service whose sends wait until the test
 //! lets each one go: other frames are answered while a send waits in the service, a
 //! connection's sends to one room reach the service one after another in the order sent,
-//! replies keep frame order, a full pipeline stops reading, and a shutdown closes only after
-//! the replies in flight. Also the socket's own rules: the upgrade handshake and the frame limit.
+//! replies keep frame order, a full pipeline stops reading, and a shutdown or an ended session
+//! closes only after the replies in flight, while an expired token closes at once. Also the
+//! socket's own rules: the upgrade handshake and the frame limit.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,15 +11,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 use convo_api::ws::connection::MAX_IN_FLIGHT;
 use convo_api::{AppState, HttpSettings};
 use convo_domain::auth::MockAuthService;
 use convo_domain::chat::{MockLiveService, MockRoomService, QueuedSend, Resumption};
 use convo_domain::{
-    ClientMessageId, DomainError, DomainResult, Email, HistoryPage, HistoryQuery, Message, MessageContent,
-    MessageId, MessageService, Posted, Principal, Room, RoomId, RoomName, RoomRef, SessionId, Subscription,
-    Topic, User, UserId, UserRef, Username,
+    AccessGrant, ClientMessageId, DomainError, DomainResult, Email, HistoryPage, HistoryQuery, Message,
+    MessageContent, MessageId, MessageService, Posted, Principal, Room, RoomId, RoomName, RoomRef,
+    SessionFollow, SessionId, Subscription, Topic, User, UserId, UserRef, Username,
 };
 use poem::listener::{Acceptor, Listener, TcpListener};
 use serde_json::{Value, json};
@@ -127,6 +128,9 @@ struct Gate {
     outsider_room: RoomId,
     /// The topics the instance subscribed to, in order.
     subscribed: Arc<Mutex<Vec<Topic>>>,
+    /// What ends each connection's session follow, as the session check does when it finds
+    /// the session gone.
+    session_ends: Arc<Mutex<Vec<oneshot::Sender<()>>>>,
 }
 
 impl Gate {
@@ -148,11 +152,23 @@ impl Gate {
     fn most_running(&self, room: RoomId) -> usize {
         self.messages.log(room, |_| {}).most_running
     }
+
+    /// Ends the session of every connection, as if the store no longer had it.
+    fn end_sessions(&self) {
+        for end in self.session_ends.lock().expect("session ends").drain(..) {
+            let _ = end.send(());
+        }
+    }
 }
 
 /// Serves the api on a free port with the gated message service, one known user and live
 /// events that never come.
 async fn serve() -> Gate {
+    serve_tokens_lasting(Duration::from_secs(3600)).await
+}
+
+/// [`serve`], with tokens that expire this long after a connection opens.
+async fn serve_tokens_lasting(token_lifetime: Duration) -> Gate {
     let user = User {
         id: UserId::generate(),
         email: Email::parse("alice@example.com").expect("email"),
@@ -161,11 +177,22 @@ async fn serve() -> Gate {
     };
     let mut auth = MockAuthService::new();
     let user_id = user.id;
-    auth.expect_authenticate()
-        .withf(|token| token == TOKEN)
-        .returning(move |_| Ok(Principal { user_id, session_id: SessionId::generate() }));
+    auth.expect_authenticate().withf(|token| token == TOKEN).returning(move |_| {
+        let now = Utc::now();
+        Ok(AccessGrant {
+            principal: Principal { user_id, session_id: SessionId::generate() },
+            issued_at: now,
+            expires_at: now + TimeDelta::from_std(token_lifetime).expect("a lifetime in range"),
+        })
+    });
     auth.expect_me().returning(move |_| Ok(user.clone()));
-    auth.expect_check_session().returning(|_| Ok(()));
+    let session_ends = Arc::new(Mutex::new(Vec::new()));
+    let ends = Arc::clone(&session_ends);
+    auth.expect_follow_session().returning(move |_| {
+        let (end, ended) = oneshot::channel();
+        ends.lock().expect("session ends").push(end);
+        SessionFollow::new(ended, tokio::time::Instant::now() + token_lifetime)
+    });
     let mut live = MockLiveService::new();
     live.expect_connected().returning(|_| Ok(()));
     live.expect_disconnected().returning(|_| Ok(()));
@@ -222,6 +249,7 @@ async fn serve() -> Gate {
         address,
         outsider_room,
         subscribed,
+        session_ends,
     }
 }
 
@@ -478,6 +506,36 @@ async fn a_shutdown_closes_with_1001_after_the_ack_of_a_send_in_flight() {
     assert_eq!((ack["type"].as_str(), ack["ref"].as_str()), (Some("ack"), Some("s")));
     let closed = tokio::time::timeout(WAIT, client.next()).await.expect("a close in time");
     assert_eq!(closed, Received::Close(1001));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_found_gone_closes_with_4001_after_the_ack_of_a_send_in_flight() {
+    let mut gate = serve().await;
+    let mut client = Client::connect(gate.address).await;
+
+    client.send(send(RoomId::generate(), "last words", "s")).await;
+    let started = gate.next_started().await;
+    gate.end_sessions();
+    client.expect_quiet().await;
+    let _ = started.finish.send(());
+    let ack = client.recv().await;
+    assert_eq!((ack["type"].as_str(), ack["ref"].as_str()), (Some("ack"), Some("s")));
+    let closed = tokio::time::timeout(WAIT, client.next()).await.expect("a close in time");
+    assert_eq!(closed, Received::Close(4001));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closes_with_4001_at_its_tokens_expiry_without_waiting_for_replies() {
+    let lifetime = Duration::from_millis(800);
+    let mut gate = serve_tokens_lasting(lifetime).await;
+    let opened = tokio::time::Instant::now();
+    let mut client = Client::connect(gate.address).await;
+
+    client.send(send(RoomId::generate(), "too late", "s")).await;
+    let _started = gate.next_started().await;
+    let closed = tokio::time::timeout(WAIT, client.next()).await.expect("a close in time");
+    assert_eq!(closed, Received::Close(4001), "closed at expiry, the send still unanswered");
+    assert!(opened.elapsed() >= lifetime, "closed after {:?}, before the token expired", opened.elapsed());
 }
 
 /// A ping frame of exactly `len` bytes of JSON text.

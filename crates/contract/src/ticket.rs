@@ -1,13 +1,14 @@
-//! The contract of [`TicketStore`]: a ticket names its principal until its TTL ends, and can be
-//! redeemed exactly once, however many redemptions race for it.
+//! The contract of [`TicketStore`]: a ticket carries its grant (principal and token times) until
+//! its TTL ends, and can be redeemed exactly once, however many redemptions race for it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use convo_domain::{Principal, SessionId, TicketStore, UserId};
+use chrono::{DateTime, TimeDelta};
+use convo_domain::{AccessGrant, Principal, SessionId, TicketStore, UserId};
 use tokio::time::sleep;
 
-use crate::fixture::Case;
+use crate::fixture::{Case, now};
 
 /// The TTL of tickets meant to expire during a body.
 const SHORT: Duration = Duration::from_secs(1);
@@ -21,8 +22,14 @@ pub fn cases<T: TicketStore + ?Sized + 'static>() -> Vec<Case<T>> {
     crate::ticket_store_contract! { @bodies cases }
 }
 
-fn principal() -> Principal {
-    Principal { user_id: UserId::generate(), session_id: SessionId::generate() }
+/// A grant as a token carries it: times to the whole second.
+fn new_grant() -> AccessGrant {
+    let issued_at = DateTime::from_timestamp(now().timestamp(), 0).expect("a time in range");
+    AccessGrant {
+        principal: Principal { user_id: UserId::generate(), session_id: SessionId::generate() },
+        issued_at,
+        expires_at: issued_at + TimeDelta::seconds(600),
+    }
 }
 
 /// A ticket no other body or run uses.
@@ -30,19 +37,23 @@ fn fresh_ticket() -> String {
     format!("contract-{}", SessionId::generate())
 }
 
-async fn issue<T: TicketStore + ?Sized>(store: &T, ttl: Duration) -> (String, Principal) {
-    let (ticket, principal) = (fresh_ticket(), principal());
-    store.issue(&ticket, principal, ttl).await.expect("issue a ticket");
-    (ticket, principal)
+async fn issue<T: TicketStore + ?Sized>(store: &T, ttl: Duration) -> (String, AccessGrant) {
+    let (ticket, grant) = (fresh_ticket(), new_grant());
+    store.issue(&ticket, grant, ttl).await.expect("issue a ticket");
+    (ticket, grant)
 }
 
-async fn redeem<T: TicketStore + ?Sized>(store: &T, ticket: &str) -> Option<Principal> {
+async fn redeem<T: TicketStore + ?Sized>(store: &T, ticket: &str) -> Option<AccessGrant> {
     store.redeem(ticket).await.expect("redeem a ticket")
 }
 
 pub async fn issued_ticket_redeems_once<T: TicketStore + ?Sized>(store: Arc<T>) {
-    let (ticket, principal) = issue(&*store, LONG).await;
-    assert_eq!(redeem(&*store, &ticket).await, Some(principal), "the ticket names its principal");
+    let (ticket, grant) = issue(&*store, LONG).await;
+    assert_eq!(
+        redeem(&*store, &ticket).await,
+        Some(grant),
+        "the ticket carries its grant: principal and token expiry"
+    );
     assert_eq!(redeem(&*store, &ticket).await, None, "a ticket is single-use");
 }
 
@@ -53,21 +64,21 @@ pub async fn unknown_ticket_is_none<T: TicketStore + ?Sized>(store: Arc<T>) {
 
 pub async fn ticket_expires_after_its_ttl<T: TicketStore + ?Sized>(store: Arc<T>) {
     let (short, _) = issue(&*store, SHORT).await;
-    let (long, principal) = issue(&*store, LONG).await;
+    let (long, grant) = issue(&*store, LONG).await;
     sleep(PAST_SHORT).await;
     assert_eq!(redeem(&*store, &short).await, None, "an expired ticket names nobody");
-    assert_eq!(redeem(&*store, &long).await, Some(principal), "another ticket's ttl is its own");
+    assert_eq!(redeem(&*store, &long).await, Some(grant), "another ticket's ttl is its own");
 }
 
 pub async fn tickets_are_independent<T: TicketStore + ?Sized>(store: Arc<T>) {
-    let (first, first_principal) = issue(&*store, LONG).await;
-    let (second, second_principal) = issue(&*store, LONG).await;
-    assert_eq!(redeem(&*store, &second).await, Some(second_principal));
-    assert_eq!(redeem(&*store, &first).await, Some(first_principal), "redeeming one leaves the other");
+    let (first, first_grant) = issue(&*store, LONG).await;
+    let (second, second_grant) = issue(&*store, LONG).await;
+    assert_eq!(redeem(&*store, &second).await, Some(second_grant));
+    assert_eq!(redeem(&*store, &first).await, Some(first_grant), "redeeming one leaves the other");
 }
 
 pub async fn concurrent_redeems_succeed_exactly_once<T: TicketStore + ?Sized + 'static>(store: Arc<T>) {
-    let (ticket, principal) = issue(&*store, LONG).await;
+    let (ticket, grant) = issue(&*store, LONG).await;
     let attempts: Vec<_> = (0..20)
         .map(|_| {
             let (store, ticket) = (Arc::clone(&store), ticket.clone());
@@ -80,5 +91,5 @@ pub async fn concurrent_redeems_succeed_exactly_once<T: TicketStore + ?Sized + '
             winners.push(redeemed);
         }
     }
-    assert_eq!(winners, vec![principal], "exactly one redemption wins");
+    assert_eq!(winners, vec![grant], "exactly one redemption wins");
 }

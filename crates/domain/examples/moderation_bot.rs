@@ -79,7 +79,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let bot_id = bot.user.id;
     let ada_id = ada.user.id;
     // A token opens the session it names, as every request of the api would check it.
-    let principal = auth.authenticate(&ada.access_token).await?;
+    let principal = auth.authenticate(&ada.access_token).await?.principal;
     ensure(principal.user_id == ada_id, "the token names its user")?;
 
     let lobby = rooms.create_room(bot_id, RoomName::parse("lobby")?).await?;
@@ -517,16 +517,16 @@ impl SessionStore for MapSessions {
 
 #[derive(Default)]
 struct MapTickets {
-    tickets: Mutex<HashMap<String, Principal>>,
+    tickets: Mutex<HashMap<String, AccessGrant>>,
 }
 
 #[async_trait]
 impl TicketStore for MapTickets {
-    async fn issue(&self, ticket: &str, principal: Principal, _ttl: Duration) -> DomainResult<()> {
-        lock(&self.tickets).insert(ticket.to_owned(), principal);
+    async fn issue(&self, ticket: &str, grant: AccessGrant, _ttl: Duration) -> DomainResult<()> {
+        lock(&self.tickets).insert(ticket.to_owned(), grant);
         Ok(())
     }
-    async fn redeem(&self, ticket: &str) -> DomainResult<Option<Principal>> {
+    async fn redeem(&self, ticket: &str) -> DomainResult<Option<AccessGrant>> {
         Ok(lock(&self.tickets).remove(ticket))
     }
 }

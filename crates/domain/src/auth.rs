@@ -15,6 +15,7 @@ use crate::id::{SessionId, UserId};
 use crate::rate_limit::{RateDecision, RateLimit, RateLimiter};
 use crate::session::{AccessGrant, Principal, Session, SessionStore, TicketStore, TokenCodec};
 use crate::session_cache::{Lookup, SessionCache};
+use crate::session_watch::{SessionFollow, SessionWatch};
 use crate::user::{Email, Password, PasswordHash, PasswordHasher, User, UserRepository, Username};
 
 /// How sessions and login throttling behave.
@@ -112,20 +113,28 @@ pub trait AuthService: Send + Sync {
         client: Option<IpAddr>,
     ) -> DomainResult<IssuedToken>;
 
-    /// The caller named by a bearer token, whose session is alive; extends the session.
-    async fn authenticate(&self, token: &str) -> DomainResult<Principal>;
+    /// What a bearer token grants, if its session is alive; extends the session.
+    async fn authenticate(&self, token: &str) -> DomainResult<AccessGrant>;
 
     /// `Unauthenticated` unless the principal's session is alive; a live session is extended,
     /// as any activity extends it.
     async fn check_session(&self, principal: &Principal) -> DomainResult<()>;
 
-    /// A ticket that opens one live connection as the caller within [`CONNECT_TICKET_TTL`], for
-    /// clients that cannot present their token when they connect (a browser opening a WebSocket
-    /// cannot set an `Authorization` header).
-    async fn issue_connect_ticket(&self, principal: &Principal) -> DomainResult<ConnectTicket>;
+    /// A ticket that opens one live connection with the caller's grant within
+    /// [`CONNECT_TICKET_TTL`], for clients that cannot present their token when they connect (a
+    /// browser opening a WebSocket cannot set an `Authorization` header). The connection ends
+    /// at the expiry of the token the ticket was asked with, as if opened with that token.
+    async fn issue_connect_ticket(&self, grant: &AccessGrant) -> DomainResult<ConnectTicket>;
 
-    /// The principal a connect ticket was issued to, once, while its session lives.
-    async fn redeem_connect_ticket(&self, ticket: &str) -> DomainResult<Principal>;
+    /// The grant a connect ticket was issued for, once, while its session lives and its token
+    /// has not expired.
+    async fn redeem_connect_ticket(&self, ticket: &str) -> DomainResult<AccessGrant>;
+
+    /// Follows the grant's session for a live connection: the follow ends within
+    /// [`CHECK_EVERY`](crate::session_watch::CHECK_EVERY) of the session ending, whether or not
+    /// its announcement is heard, and at the token's expiry at the latest. While followed, the
+    /// session is extended as activity extends it.
+    fn follow_session(&self, grant: &AccessGrant) -> SessionFollow;
 
     /// The caller's own account.
     async fn me(&self, principal: &Principal) -> DomainResult<User>;
@@ -147,6 +156,8 @@ pub struct AuthUseCases {
     /// Sessions recently found alive, trusted without a store round trip while the revocation
     /// announcements of every instance are heard.
     sessions: Arc<SessionCache>,
+    /// The sessions of this instance's live connections, checked against the store together.
+    watch: SessionWatch,
 }
 
 impl std::fmt::Debug for AuthUseCases {
@@ -159,7 +170,9 @@ impl AuthUseCases {
     /// The use cases over these ports, with these settings.
     pub fn new(ports: AuthPorts, settings: AuthSettings) -> Self {
         let sessions = SessionCache::new(Arc::clone(&ports.events), settings.session_ttl);
-        Self { ports, settings, decoy_hash: OnceCell::new(), sessions }
+        let watch =
+            SessionWatch::new(Arc::clone(&ports.sessions), Arc::clone(&sessions), settings.session_ttl);
+        Self { ports, settings, decoy_hash: OnceCell::new(), sessions, watch }
     }
 
     /// How sessions and login throttling behave here.
@@ -258,10 +271,10 @@ impl AuthService for AuthUseCases {
         }
     }
 
-    async fn authenticate(&self, token: &str) -> DomainResult<Principal> {
-        let principal = self.ports.tokens.decode(token)?.principal;
-        self.check_session(&principal).await?;
-        Ok(principal)
+    async fn authenticate(&self, token: &str) -> DomainResult<AccessGrant> {
+        let grant = self.ports.tokens.decode(token)?;
+        self.check_session(&grant.principal).await?;
+        Ok(grant)
     }
 
     async fn check_session(&self, principal: &Principal) -> DomainResult<()> {
@@ -277,17 +290,24 @@ impl AuthService for AuthUseCases {
         }
     }
 
-    async fn issue_connect_ticket(&self, principal: &Principal) -> DomainResult<ConnectTicket> {
+    async fn issue_connect_ticket(&self, grant: &AccessGrant) -> DomainResult<ConnectTicket> {
         // 244 random bits, URL-safe.
         let ticket = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        self.ports.tickets.issue(&ticket, *principal, CONNECT_TICKET_TTL).await?;
+        self.ports.tickets.issue(&ticket, *grant, CONNECT_TICKET_TTL).await?;
         Ok(ConnectTicket { ticket, expires_in: CONNECT_TICKET_TTL })
     }
 
-    async fn redeem_connect_ticket(&self, ticket: &str) -> DomainResult<Principal> {
-        let principal = self.ports.tickets.redeem(ticket).await?.ok_or(DomainError::Unauthenticated)?;
-        self.check_session(&principal).await?;
-        Ok(principal)
+    async fn redeem_connect_ticket(&self, ticket: &str) -> DomainResult<AccessGrant> {
+        let grant = self.ports.tickets.redeem(ticket).await?.ok_or(DomainError::Unauthenticated)?;
+        if grant.expires_at <= self.ports.clock.now() {
+            return Err(DomainError::Unauthenticated);
+        }
+        self.check_session(&grant.principal).await?;
+        Ok(grant)
+    }
+
+    fn follow_session(&self, grant: &AccessGrant) -> SessionFollow {
+        self.watch.follow(grant, self.ports.clock.now())
     }
 
     async fn me(&self, principal: &Principal) -> DomainResult<User> {
@@ -532,9 +552,9 @@ mod tests {
                 .returning(move |_, _| Ok(session.clone()));
             let outcome = mocks.service().authenticate("tok").await;
             match outcome {
-                Ok(principal) => {
+                Ok(authenticated) => {
                     assert!(accepted);
-                    assert_eq!(principal, Principal { user_id: owner, session_id: sid });
+                    assert_eq!(authenticated, grant, "the token's grant, expiry included");
                 }
                 Err(error) => {
                     assert!(!accepted);
@@ -600,6 +620,11 @@ mod tests {
     #[tokio::test]
     async fn a_ticket_is_redeemed_once_and_only_while_its_session_lives() {
         let principal = Principal { user_id: UserId::generate(), session_id: SessionId::generate() };
+        let grant = AccessGrant {
+            principal,
+            issued_at: Utc.timestamp_opt(1_799_990_000, 0).unwrap(),
+            expires_at: Utc.timestamp_opt(1_800_000_001, 0).unwrap(),
+        };
         let mut mocks = Mocks::new();
         let issued = Arc::new(Mutex::new(String::new()));
         let seen = issued.clone();
@@ -608,7 +633,7 @@ mod tests {
             .expect_issue()
             .withf(move |ticket, p, ttl| {
                 *seen.lock().unwrap() = ticket.to_owned();
-                *p == principal && *ttl == CONNECT_TICKET_TTL && ticket.len() == 64
+                *p == grant && *ttl == CONNECT_TICKET_TTL && ticket.len() == 64
             })
             .times(1)
             .returning(|_, _, _| Ok(()));
@@ -617,7 +642,7 @@ mod tests {
             .tickets
             .expect_redeem()
             .times(2)
-            .returning(move |_| Ok((!std::mem::replace(&mut redeemed, true)).then_some(principal)));
+            .returning(move |_| Ok((!std::mem::replace(&mut redeemed, true)).then_some(grant)));
         let user = principal.user_id;
         mocks
             .sessions
@@ -626,11 +651,28 @@ mod tests {
             .returning(move |id, _| Ok(Some(Session { id, user_id: user, created_at: Utc::now() })));
         let service = mocks.service();
 
-        let ticket = service.issue_connect_ticket(&principal).await.unwrap();
+        let ticket = service.issue_connect_ticket(&grant).await.unwrap();
         assert_eq!(ticket.ticket, *issued.lock().unwrap());
-        assert_eq!(service.redeem_connect_ticket(&ticket.ticket).await.unwrap(), principal);
+        assert_eq!(service.redeem_connect_ticket(&ticket.ticket).await.unwrap(), grant);
         assert!(matches!(
             service.redeem_connect_ticket(&ticket.ticket).await,
+            Err(DomainError::Unauthenticated)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_ticket_whose_token_has_expired_opens_nothing() {
+        let grant = AccessGrant {
+            principal: Principal { user_id: UserId::generate(), session_id: SessionId::generate() },
+            issued_at: Utc.timestamp_opt(1_799_000_000, 0).unwrap(),
+            // The mocked clock reads 1_800_000_000.
+            expires_at: Utc.timestamp_opt(1_800_000_000, 0).unwrap(),
+        };
+        let mut mocks = Mocks::new();
+        mocks.tickets.expect_redeem().times(1).returning(move |_| Ok(Some(grant)));
+        mocks.sessions.expect_touch().never();
+        assert!(matches!(
+            mocks.service().redeem_connect_ticket("ticket").await,
             Err(DomainError::Unauthenticated)
         ));
     }
@@ -662,10 +704,10 @@ mod tests {
         alive_session(&mut mocks, principal, 3);
         let service = mocks.service();
         for _ in 0..10 {
-            assert_eq!(service.authenticate("tok").await.unwrap(), principal);
+            assert_eq!(service.authenticate("tok").await.unwrap().principal, principal);
         }
         tokio::time::advance(crate::session_cache::FRESH_FOR).await;
-        assert_eq!(service.authenticate("tok").await.unwrap(), principal);
+        assert_eq!(service.authenticate("tok").await.unwrap().principal, principal);
     }
 
     #[tokio::test(start_paused = true)]

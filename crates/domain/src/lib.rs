@@ -9,7 +9,8 @@
 //! ## The use cases (inbound ports)
 //!
 //! - [`AuthService`]: register, log in, check a token or a session, issue and redeem the
-//!   single-use tickets that open a live connection, log out (one session or all).
+//!   single-use tickets that open a live connection, follow the session of a live connection
+//!   until it ends or its token expires ([`SessionFollow`]), log out (one session or all).
 //! - [`RoomService`]: create, find, join and leave rooms and list their members.
 //! - [`MessageService`]: send, page, edit and delete messages. Sends to a room queue in its
 //!   sequencer and are stored a batch per transaction (group commit); the sequencer, not the
@@ -108,6 +109,7 @@ pub mod redact;
 pub mod room;
 pub mod session;
 mod session_cache;
+pub mod session_watch;
 pub mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -138,6 +140,7 @@ pub use room::{
     DirectoryQuery, Member, Membership, NewRoom, Room, RoomName, RoomRepository, RoomSummary, name_key,
 };
 pub use session::{AccessGrant, Principal, Session, SessionStore, TicketStore, TokenCodec};
+pub use session_watch::{SessionEnd, SessionFollow};
 pub use sync::lock;
 pub use user::{
     Credentials, Email, Password, PasswordHash, PasswordHasher, User, UserRef, UserRepository, Username,

@@ -69,13 +69,14 @@ pub trait TokenCodec: Send + Sync {
 }
 
 /// Single-use tickets that let a client which cannot present its token when it connects (a
-/// browser opening a WebSocket cannot set headers) open a live connection: a ticket names a
-/// principal for a short time and can be redeemed once, on any instance.
+/// browser opening a WebSocket cannot set headers) open a live connection: a ticket carries the
+/// grant of the token it was asked with (so the connection ends at that token's expiry) for a
+/// short time and can be redeemed once, on any instance.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait TicketStore: Send + Sync {
-    /// Stores the ticket for `principal`, redeemable once within `ttl`.
-    async fn issue(&self, ticket: &str, principal: Principal, ttl: Duration) -> DomainResult<()>;
-    /// The principal the ticket was issued for, at most once and only within its ttl.
-    async fn redeem(&self, ticket: &str) -> DomainResult<Option<Principal>>;
+    /// Stores the ticket for `grant`, redeemable once within `ttl`.
+    async fn issue(&self, ticket: &str, grant: AccessGrant, ttl: Duration) -> DomainResult<()>;
+    /// The grant the ticket was issued for, at most once and only within its ttl.
+    async fn redeem(&self, ticket: &str) -> DomainResult<Option<AccessGrant>>;
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use convo_domain::{DomainResult, Principal, TicketStore};
+use convo_domain::{AccessGrant, DomainResult, TicketStore};
 use tokio::time::Instant;
 
 use crate::shard::{Expiring, SHARDS, Shards, Sweep, deadline};
@@ -18,7 +18,7 @@ pub struct InMemoryTicketStore {
 
 #[derive(Debug)]
 struct TicketShard {
-    tickets: HashMap<String, (Principal, Instant)>,
+    tickets: HashMap<String, (AccessGrant, Instant)>,
     sweep: Sweep,
 }
 
@@ -52,17 +52,17 @@ impl Default for InMemoryTicketStore {
 
 #[async_trait]
 impl TicketStore for InMemoryTicketStore {
-    async fn issue(&self, ticket: &str, principal: Principal, ttl: Duration) -> DomainResult<()> {
+    async fn issue(&self, ticket: &str, grant: AccessGrant, ttl: Duration) -> DomainResult<()> {
         let now = Instant::now();
         let mut shard = self.shards.of(ticket);
         shard.sweep_if_due(now);
-        shard.tickets.insert(ticket.to_owned(), (principal, deadline(now, ttl)));
+        shard.tickets.insert(ticket.to_owned(), (grant, deadline(now, ttl)));
         Ok(())
     }
 
-    async fn redeem(&self, ticket: &str) -> DomainResult<Option<Principal>> {
+    async fn redeem(&self, ticket: &str) -> DomainResult<Option<AccessGrant>> {
         let now = Instant::now();
         let redeemed = self.shards.of(ticket).tickets.remove(ticket);
-        Ok(redeemed.filter(|(_, expires_at)| *expires_at > now).map(|(principal, _)| principal))
+        Ok(redeemed.filter(|(_, expires_at)| *expires_at > now).map(|(grant, _)| grant))
     }
 }

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `{p}session:{<session>}` | string, TTL = idle lifetime | `{"user":..,"created":..}` |
 //! | `{p}user-sessions:{<user>}` | sorted set, TTL | session ids scored by expiry (ms), for logout-all |
-//! | `{p}ticket:<ticket>` | string, TTL 30 s | the principal a WebSocket ticket names |
+//! | `{p}ticket:<ticket>` | string, TTL 30 s | the grant a WebSocket ticket carries: principal, token `iat` and `exp` |
 //! | `{p}rate:<key>` | string counter, TTL = window | points taken in the key's window |
 //! | `{p}cache:{<room>}:meta` | hash, idle TTL | `v` version, `last` seq, `loaded`, `complete`, `n` held |
 //! | `{p}cache:{<room>}:seqs` | sorted set, idle TTL | held message ids scored by seq |

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use convo_domain::{DomainError, DomainResult, Principal, SessionId, TicketStore, UserId};
+use chrono::DateTime;
+use convo_domain::{AccessGrant, DomainError, DomainResult, Principal, SessionId, TicketStore, UserId};
 use fred::prelude::KeysInterface;
 use fred::types::Expiration;
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,12 @@ const WHAT: &str = "sessions";
 struct StoredTicket {
     user: Uuid,
     session: Uuid,
+    /// The token's `iat` and `exp`, in Unix seconds. Missing from a ticket an older version
+    /// issued, which then opens nothing (the client asks for another).
+    #[serde(default)]
+    issued: Option<i64>,
+    #[serde(default)]
+    expires: Option<i64>,
 }
 
 /// [`TicketStore`] on Redis. Fails closed, like sessions.
@@ -35,10 +42,12 @@ impl RedisTicketStore {
 
 #[async_trait]
 impl TicketStore for RedisTicketStore {
-    async fn issue(&self, ticket: &str, principal: Principal, ttl: Duration) -> DomainResult<()> {
+    async fn issue(&self, ticket: &str, grant: AccessGrant, ttl: Duration) -> DomainResult<()> {
         let value = serde_json::to_string(&StoredTicket {
-            user: principal.user_id.as_uuid(),
-            session: principal.session_id.as_uuid(),
+            user: grant.principal.user_id.as_uuid(),
+            session: grant.principal.session_id.as_uuid(),
+            issued: Some(grant.issued_at.timestamp()),
+            expires: Some(grant.expires_at.timestamp()),
         })
         .map_err(DomainError::internal)?;
         let client = self.redis.client(WHAT)?;
@@ -51,15 +60,23 @@ impl TicketStore for RedisTicketStore {
             .await
     }
 
-    async fn redeem(&self, ticket: &str) -> DomainResult<Option<Principal>> {
+    async fn redeem(&self, ticket: &str) -> DomainResult<Option<AccessGrant>> {
         let client = self.redis.client(WHAT)?;
         let value: Option<String> =
             self.redis.run(WHAT, client.getdel(self.redis.keys().ticket(ticket))).await?;
         let Some(value) = value else { return Ok(None) };
         let stored: StoredTicket = serde_json::from_str(&value).map_err(DomainError::internal)?;
-        Ok(Some(Principal {
-            user_id: UserId::from(stored.user),
-            session_id: SessionId::from(stored.session),
+        let at = |seconds: Option<i64>| seconds.and_then(|seconds| DateTime::from_timestamp(seconds, 0));
+        let (Some(issued_at), Some(expires_at)) = (at(stored.issued), at(stored.expires)) else {
+            return Ok(None);
+        };
+        Ok(Some(AccessGrant {
+            principal: Principal {
+                user_id: UserId::from(stored.user),
+                session_id: SessionId::from(stored.session),
+            },
+            issued_at,
+            expires_at,
         }))
     }
 }

@@ -34,11 +34,18 @@
 //! at once, since the replay may hold the connection's own unacked messages: such a join is
 //! answered with the acks of the sends before it.
 //!
+//! Session end. A connection closes with 4001 when its session ends: at once when the
+//! announcement of a logout is heard ([`Topic::Sessions`]), and otherwise within a second, when
+//! the instance's check of every live connection's session finds it gone (the domain's
+//! [`SessionFollow`], which also extends the session as activity does). It closes with 4001 at
+//! its token's expiry at the latest, whatever the session.
+//!
 //! Closing. When the connection closes on its own terms (shutdown 1001, session ended 4001,
-//! policy 1008), it first queues the replies in flight, for up to `ANSWER_GRACE` (10 s), then the
-//! close. When the client is gone or the connection is cut (4008, 1009, silence), replies are
-//! not awaited. Either way the tasks are not cancelled, and a queued send is stored and
-//! broadcast even if nobody awaits it: only an ack no one would read is lost.
+//! policy 1008), it first queues the replies in flight, for up to `ANSWER_GRACE` (10 s) but not
+//! past the token's expiry, then the close. When the client is gone, the connection is cut
+//! (4008, 1009, silence) or the token expires, replies are not awaited. Either way the tasks are
+//! not cancelled, and a queued send is stored and broadcast even if nobody awaits it: only an
+//! ack no one would read is lost.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -47,8 +54,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convo_domain::{
-    ClientMessageId, DomainError, DomainResult, Event, MessageContent, MessageId, MessageService, Principal,
-    RoomId, RoomRef, Topic, User, UserId, UserRef, ValidationError,
+    AccessGrant, ClientMessageId, DomainError, DomainResult, Event, MessageContent, MessageId,
+    MessageService, Principal, RoomId, RoomRef, SessionEnd, SessionFollow, Topic, User, UserId, UserRef,
+    ValidationError,
 };
 use futures_util::stream::{FuturesOrdered, SplitStream};
 use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
@@ -82,15 +90,14 @@ pub const MAX_IN_FLIGHT: usize = 256;
 /// How long a connection closing on its own terms (shutdown, session ended, policy) waits for
 /// the replies to its sends, edits and deletes in flight before it closes.
 const ANSWER_GRACE: Duration = Duration::from_secs(10);
-/// How often a connection checks that its session still lives (expiry has no event).
-const SESSION_CHECK: Duration = Duration::from_secs(30);
 
 /// An upgraded connection, spoken to with tungstenite's messages, whose text frames share
 /// their bytes by reference count.
 pub type Socket = tokio_tungstenite::WebSocketStream<Upgraded>;
 
-/// Serves one upgraded connection until it closes.
-pub async fn run(socket: Socket, gateway: Gateway, principal: Principal, user: User) {
+/// Serves one upgraded connection, opened with `grant`, until it closes.
+pub async fn run(socket: Socket, gateway: Gateway, grant: AccessGrant, user: User) {
+    let principal = grant.principal;
     let (sink, stream) = socket.split();
     let (queue, queue_rx) = mpsc::channel(gateway.outbound_queue);
     let (close_now, close_rx) = watch::channel(None);
@@ -100,9 +107,12 @@ pub async fn run(socket: Socket, gateway: Gateway, principal: Principal, user: U
     let writer = tokio::spawn(write_frames(sink, queue_rx, close_rx.clone(), metrics.clone()));
 
     let user_ref = UserRef::from(&user);
+    // Followed from before `ready`, like the announcements below.
+    let session = gateway.auth.follow_session(&grant);
     let mut connection = Connection {
         gateway,
         principal,
+        session,
         user: user_ref,
         handle,
         rooms: HashSet::new(),
@@ -116,7 +126,7 @@ pub async fn run(socket: Socket, gateway: Gateway, principal: Principal, user: U
     let user_events = match connection.gateway.live.subscribe(Topic::Sessions).await {
         Ok(events) => Some(events),
         Err(error) => {
-            tracing::warn!(%error, "cannot follow session events; relying on periodic checks");
+            tracing::warn!(%error, "cannot follow session events; relying on the session checks");
             None
         }
     };
@@ -241,6 +251,8 @@ async fn write_batch(
 struct Connection {
     gateway: Gateway,
     principal: Principal,
+    /// Ends when the session is found gone or the token expires.
+    session: SessionFollow,
     user: UserRef,
     handle: ConnectionHandle,
     /// The rooms this connection follows.
@@ -324,7 +336,6 @@ impl Connection {
     ) -> Ending {
         let mut shutdown = self.gateway.shutdown.clone();
         let mut heartbeat = interval_at(Instant::now() + PING_AFTER, PING_AFTER / 2);
-        let mut session_check = interval_at(Instant::now() + SESSION_CHECK, SESSION_CHECK);
         let mut last_heard = Instant::now();
 
         loop {
@@ -336,13 +347,16 @@ impl Connection {
                     Ok(Event::SessionsRevoked { sessions, .. }) if sessions.contains(&self.principal.session_id) => {
                         return Ending::Close(close::SESSION_ENDED, "session ended");
                     }
-                    Ok(_) => {}
-                    Err(convo_domain::SubscriptionError::Lagged(_)) => {
-                        if !session_alive(&self.gateway, &self.principal).await {
-                            return Ending::Close(close::SESSION_ENDED, "session ended");
-                        }
-                    }
+                    // A missed announcement is caught by the session follow within a second.
+                    Ok(_) | Err(convo_domain::SubscriptionError::Lagged(_)) => {}
                     Err(convo_domain::SubscriptionError::Closed) => user_events = None,
+                },
+                end = self.session.ended() => match end {
+                    SessionEnd::Ended => return Ending::Close(close::SESSION_ENDED, "session ended"),
+                    SessionEnd::TokenExpired => {
+                        self.handle.close_now(close::SESSION_ENDED, "token expired");
+                        return Ending::Gone;
+                    }
                 },
                 _ = heartbeat.tick() => {
                     if self.in_flight.len() >= MAX_IN_FLIGHT {
@@ -357,11 +371,6 @@ impl Connection {
                     }
                     if silent >= PING_AFTER {
                         self.handle.ping();
-                    }
-                }
-                _ = session_check.tick() => {
-                    if !session_alive(&self.gateway, &self.principal).await {
-                        return Ending::Close(close::SESSION_ENDED, "session ended");
                     }
                 }
                 // Replies first, so that a full pipeline frees a place before the next read.
@@ -392,10 +401,10 @@ impl Connection {
         }
     }
 
-    /// Queues the replies still in flight, in order, for at most [`ANSWER_GRACE`]; stops early
-    /// if the connection is cut meanwhile.
+    /// Queues the replies still in flight, in order, for at most [`ANSWER_GRACE`] and not past
+    /// the token's expiry; stops early if the connection is cut meanwhile.
     async fn answer_in_flight(&mut self, closed: &mut watch::Receiver<Option<(u16, &'static str)>>) {
-        let deadline = Instant::now() + ANSWER_GRACE;
+        let deadline = (Instant::now() + ANSWER_GRACE).min(self.session.expires());
         loop {
             tokio::select! {
                 biased;
@@ -708,13 +717,6 @@ fn answer_of(task: tokio::task::JoinHandle<Answered>, reference: Option<String>,
 
 /// The connection overflowed or closed while handling a frame.
 struct Stop;
-
-/// `false` once the session has ended. An unreachable session store keeps the connection; the
-/// next check decides. (A free function: the connection, with its replies in flight, is not
-/// `Sync`, so it is not borrowed across this await.)
-async fn session_alive(gateway: &Gateway, principal: &Principal) -> bool {
-    !matches!(gateway.auth.check_session(principal).await, Err(DomainError::Unauthenticated))
-}
 
 async fn next_event(
     events: &mut Option<convo_domain::Subscription>,

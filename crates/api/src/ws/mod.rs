@@ -136,12 +136,12 @@ pub async fn endpoint(
             format!("this connection cannot be upgraded: {error}"),
         )
     })?;
-    let principal = match credentials {
+    let grant = match credentials {
         Credentials::Bearer(token) => gateway.auth.authenticate(token).await,
         Credentials::Ticket(ticket) => gateway.auth.redeem_connect_ticket(ticket).await,
     }
     .map_err(ApiError::from)?;
-    let user = gateway.auth.me(&principal).await.map_err(ApiError::from)?;
+    let user = gateway.auth.me(&grant.principal).await.map_err(ApiError::from)?;
     let gateway = gateway.clone();
     // Runs once the 101 below has gone out and hyper hands over the connection.
     tokio::spawn(async move {
@@ -153,7 +153,7 @@ pub async fn endpoint(
             }
         };
         let socket = WebSocketStream::from_raw_socket(upgraded, Role::Server, Some(socket_config())).await;
-        connection::run(socket, gateway, principal, user).await;
+        connection::run(socket, gateway, grant, user).await;
     });
     Ok(upgrade.accept())
 }
