@@ -132,8 +132,8 @@ pub trait AuthService: Send + Sync {
 
     /// Follows the grant's session for a live connection: the follow ends within
     /// [`CHECK_EVERY`](crate::session_watch::CHECK_EVERY) of the session ending, whether or not
-    /// its announcement is heard, and at the token's expiry at the latest. While followed, the
-    /// session is extended as activity extends it.
+    /// its announcement is heard, and at the token's expiry at the latest. Following is not
+    /// activity: it never extends the session.
     fn follow_session(&self, grant: &AccessGrant) -> SessionFollow;
 
     /// The caller's own account.
@@ -170,8 +170,7 @@ impl AuthUseCases {
     /// The use cases over these ports, with these settings.
     pub fn new(ports: AuthPorts, settings: AuthSettings) -> Self {
         let sessions = SessionCache::new(Arc::clone(&ports.events), settings.session_ttl);
-        let watch =
-            SessionWatch::new(Arc::clone(&ports.sessions), Arc::clone(&sessions), settings.session_ttl);
+        let watch = SessionWatch::new(Arc::clone(&ports.sessions), Arc::clone(&sessions));
         Self { ports, settings, decoy_hash: OnceCell::new(), sessions, watch }
     }
 

@@ -52,8 +52,9 @@
 //! - **The cache never lies.** A read never shows a deleted message or an old edit, and never
 //!   misses a message whose send was acknowledged; a fill offered with a stale [`FillTicket`] is
 //!   refused.
-//! - **Sessions slide and tickets are spent once**: a touch extends a session to its ttl; a
-//!   ticket redeems at most once and only within its ttl.
+//! - **Sessions slide and tickets are spent once**: a touch extends a session to its ttl, a
+//!   check of many ([`SessionStore::alive_many`]) extends none; a ticket redeems at most once
+//!   and only within its ttl.
 //! - **Failures are domain errors.** An unreachable dependency is [`DomainError::Unavailable`]
 //!   (the caller may retry), anything unexpected [`DomainError::Internal`]; an adapter never
 //!   panics on what a client or the environment controls.

@@ -6,10 +6,9 @@
 //! whoever follows them. This is the safety net: one task per instance asks the
 //! [`SessionStore`] about every followed session at once, every [`CHECK_EVERY`], with
 //! [`SessionStore::alive_many`] (one round trip, no write), and ends the follows of each session
-//! found gone. A connection is activity, so every quarter of the session's idle lifetime the
-//! round instead touches each followed session (one touch per session, not per connection),
-//! which extends it as a request would and finds the gone ones too. While the store cannot be
-//! reached, follows stay open: the next round that gets an answer decides.
+//! found gone. The check does not extend a session: an open connection is not activity, so a
+//! session that no request uses for its idle lifetime ends, and its connections with it. While
+//! the store cannot be reached, follows stay open: the next check that gets an answer decides.
 //!
 //! Each [`SessionFollow`] also ends on its own at the token's expiry, with no store involved.
 
@@ -21,10 +20,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior, Sleep, sleep_until};
 
-use crate::id::{SessionId, UserId};
+use crate::id::SessionId;
 use crate::session::{AccessGrant, SessionStore};
 use crate::session_cache::SessionCache;
 use crate::sync::lock;
@@ -120,27 +119,23 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let Some(watch) = self.watch.upgrade() else { return };
         let mut followed = lock(&watch.followed);
-        if let Some(session) = followed.get_mut(&self.session) {
-            session.followers.remove(&self.follower);
-            if session.followers.is_empty() {
+        if let Some(followers) = followed.get_mut(&self.session) {
+            followers.remove(&self.follower);
+            if followers.is_empty() {
                 followed.remove(&self.session);
             }
         }
     }
 }
 
-/// The follows of one session.
-struct Followed {
-    user_id: UserId,
-    followers: HashMap<u64, oneshot::Sender<()>>,
-}
+/// The follows of one session, by follower.
+type Followers = HashMap<u64, oneshot::Sender<()>>;
 
 struct Shared {
     store: Arc<dyn SessionStore>,
     /// Forgets the sessions found gone, so that requests on this instance are refused at once.
     cache: Arc<SessionCache>,
-    session_ttl: Duration,
-    followed: Mutex<HashMap<SessionId, Followed>>,
+    followed: Mutex<HashMap<SessionId, Followers>>,
     next_follower: AtomicU64,
 }
 
@@ -166,14 +161,9 @@ impl Drop for SessionWatch {
 }
 
 impl SessionWatch {
-    pub(crate) fn new(store: Arc<dyn SessionStore>, cache: Arc<SessionCache>, session_ttl: Duration) -> Self {
-        let shared = Shared {
-            store,
-            cache,
-            session_ttl,
-            followed: Mutex::new(HashMap::new()),
-            next_follower: AtomicU64::new(0),
-        };
+    pub(crate) fn new(store: Arc<dyn SessionStore>, cache: Arc<SessionCache>) -> Self {
+        let shared =
+            Shared { store, cache, followed: Mutex::new(HashMap::new()), next_follower: AtomicU64::new(0) };
         Self { shared: Arc::new(shared), task: Mutex::new(None) }
     }
 
@@ -184,11 +174,7 @@ impl SessionWatch {
         let (ended, ended_rx) = oneshot::channel();
         let follower = self.shared.next_follower.fetch_add(1, Ordering::Relaxed);
         let session = grant.principal.session_id;
-        lock(&self.shared.followed)
-            .entry(session)
-            .or_insert_with(|| Followed { user_id: grant.principal.user_id, followers: HashMap::new() })
-            .followers
-            .insert(follower, ended);
+        lock(&self.shared.followed).entry(session).or_default().insert(follower, ended);
         self.start();
         let mut follow = SessionFollow::new(ended_rx, Instant::now() + left);
         follow._registration = Some(Registration { watch: Arc::downgrade(&self.shared), session, follower });
@@ -204,34 +190,25 @@ impl SessionWatch {
     }
 }
 
-/// Checks every followed session each [`CHECK_EVERY`], touching them instead every quarter
-/// of their idle lifetime, until the watch is dropped.
+/// Checks every followed session each [`CHECK_EVERY`] until the watch is dropped.
 async fn watch(shared: Weak<Shared>) {
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_touched = Instant::now();
     loop {
         tick.tick().await;
         let Some(shared) = shared.upgrade() else { return };
-        let followed: Vec<(SessionId, UserId)> =
-            lock(&shared.followed).iter().map(|(id, session)| (*id, session.user_id)).collect();
+        let followed: Vec<SessionId> = lock(&shared.followed).keys().copied().collect();
         if followed.is_empty() {
             continue;
         }
-        let ended = if last_touched.elapsed() >= (shared.session_ttl / 4).max(CHECK_EVERY) {
-            last_touched = Instant::now();
-            shared.touch(followed).await
-        } else {
-            shared.check(followed).await
-        };
+        let ended = shared.check(followed).await;
         shared.end(&ended);
     }
 }
 
 impl Shared {
     /// The sessions the store no longer has, in one round trip.
-    async fn check(&self, followed: Vec<(SessionId, UserId)>) -> Vec<SessionId> {
-        let ids: Vec<SessionId> = followed.into_iter().map(|(id, _)| id).collect();
+    async fn check(&self, ids: Vec<SessionId>) -> Vec<SessionId> {
         match self.store.alive_many(&ids).await {
             Ok(alive) if alive.len() == ids.len() => {
                 ids.into_iter().zip(alive).filter(|(_, alive)| !alive).map(|(id, _)| id).collect()
@@ -251,28 +228,6 @@ impl Shared {
         }
     }
 
-    /// Extends every followed session as activity does; returns those found gone.
-    async fn touch(&self, followed: Vec<(SessionId, UserId)>) -> Vec<SessionId> {
-        let mut touches = JoinSet::new();
-        for (id, user_id) in followed {
-            let (store, ttl) = (Arc::clone(&self.store), self.session_ttl);
-            touches.spawn(async move {
-                let touched = store.touch(id, ttl).await;
-                (id, touched.map(|session| session.is_some_and(|session| session.user_id == user_id)))
-            });
-        }
-        let mut ended = Vec::new();
-        while let Some(joined) = touches.join_next().await {
-            match joined {
-                Ok((id, Ok(false))) => ended.push(id),
-                Ok((_, Ok(true))) => {}
-                Ok((_, Err(error))) => tracing::debug!(%error, "could not extend a live session"),
-                Err(error) => tracing::error!(%error, "a session touch failed"),
-            }
-        }
-        ended
-    }
-
     /// Ends every follow of these sessions.
     fn end(&self, sessions: &[SessionId]) {
         if sessions.is_empty() {
@@ -281,10 +236,8 @@ impl Shared {
         self.cache.forget(sessions);
         let mut followed = lock(&self.followed);
         for session in sessions {
-            if let Some(session) = followed.remove(session) {
-                for (_, ended) in session.followers {
-                    let _ = ended.send(());
-                }
+            for (_, ended) in followed.remove(session).unwrap_or_default() {
+                let _ = ended.send(());
             }
         }
     }
@@ -294,13 +247,12 @@ impl Shared {
 mod tests {
     use std::sync::atomic::AtomicBool;
 
-    use chrono::TimeDelta;
-    use mockall::predicate::eq;
-
     use super::*;
     use crate::event::{EventBus, MockEventBus};
     use crate::id::SessionId;
-    use crate::session::{MockSessionStore, Principal, Session};
+    use crate::id::UserId;
+    use crate::session::{MockSessionStore, Principal};
+    use chrono::TimeDelta;
 
     const TTL: Duration = Duration::from_secs(3600);
 
@@ -320,7 +272,7 @@ mod tests {
     }
 
     fn watch(store: MockSessionStore) -> SessionWatch {
-        SessionWatch::new(Arc::new(store), cache(), TTL)
+        SessionWatch::new(Arc::new(store), cache())
     }
 
     fn far() -> TimeDelta {
@@ -354,7 +306,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn each_check_asks_once_about_every_followed_session() {
+    async fn each_check_asks_once_about_every_followed_session_and_extends_none() {
         let (shared, alone) = (grant(far()), grant(far()));
         let asked = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&asked);
@@ -365,6 +317,7 @@ mod tests {
             lock(&log).push(ids.clone());
             Ok(vec![true; ids.len()])
         });
+        store.expect_touch().never();
         let watch = watch(store);
         let now = Utc::now();
         let follows: Vec<_> =
@@ -428,30 +381,5 @@ mod tests {
         let watch = watch(store);
         let mut follow = watch.follow(&grant(far()), Utc::now());
         assert!(tokio::time::timeout(Duration::from_secs(30), follow.ended()).await.is_err());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_quarter_of_the_idle_lifetime_on_each_followed_session_is_touched_once() {
-        let ttl = Duration::from_secs(40);
-        let (alive, gone) = (grant(far()), grant(far()));
-        let (alive_id, gone_id, owner) =
-            (alive.principal.session_id, gone.principal.session_id, alive.principal.user_id);
-        let mut store = MockSessionStore::new();
-        store.expect_alive_many().returning(|ids| Ok(vec![true; ids.len()]));
-        store
-            .expect_touch()
-            .with(eq(alive_id), eq(ttl))
-            .times(1)
-            .returning(move |id, _| Ok(Some(Session { id, user_id: owner, created_at: Utc::now() })));
-        store.expect_touch().with(eq(gone_id), eq(ttl)).times(1).returning(|_, _| Ok(None));
-        let watch = SessionWatch::new(Arc::new(store), cache(), ttl);
-        let now = Utc::now();
-        let (mut kept, _again) = (watch.follow(&alive, now), watch.follow(&alive, now));
-        let mut ended = watch.follow(&gone, now);
-
-        let started = Instant::now();
-        assert_eq!(ended.ended().await, SessionEnd::Ended, "a touch finds a gone session too");
-        assert_eq!(started.elapsed(), ttl / 4, "touched after a quarter of the lifetime");
-        assert!(tokio::time::timeout(Duration::from_secs(5), kept.ended()).await.is_err());
     }
 }
