@@ -44,7 +44,7 @@ pub fn test_config(database_url: &str, vars: &[(&str, &str)]) -> Config {
         ("DATABASE_URL".to_owned(), database_url.to_owned()),
         ("HOST".to_owned(), "127.0.0.1".to_owned()),
         ("PORT".to_owned(), "0".to_owned()),
-        ("JWT_SECRET".to_owned(), "black-box-tests-secret-of-32-bytes!".to_owned()),
+        ("JWT_SECRET".to_owned(), JWT_SECRET.to_owned()),
     ]);
     env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     Config::from_lookup(|name| env.get(name).cloned()).expect("test configuration is valid")
@@ -65,6 +65,9 @@ pub async fn spawn_app_with(backend: Backend, vars: &[(&str, &str)]) -> Option<T
     let url = database.url().to_owned();
     Some(start_server(&url, Some(database), vars).await)
 }
+
+/// The `JWT_SECRET` of every test server, so that a test can sign a token of its own.
+pub const JWT_SECRET: &str = "black-box-tests-secret-of-32-bytes!";
 
 /// Starts a server on `database_url` with the test defaults and `vars` on top; `database`, if
 /// given, is dropped (and removed) with the server's [`TestApp`].

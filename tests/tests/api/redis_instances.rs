@@ -3,11 +3,14 @@
 
 use std::time::Duration;
 
+use convo_domain::{SessionId, SessionStore, UserId};
+use convo_redis::RedisSessionStore;
 use convo_tests::redis::spawn_instances;
 use convo_tests::ws::WsClient;
 use convo_tests::{expect_problem, expect_status};
 use reqwest::StatusCode;
 use serde_json::json;
+use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_session_created_on_one_instance_works_on_the_other() {
@@ -172,4 +175,36 @@ async fn an_event_published_on_one_instance_is_received_on_the_other() {
     let response = a.post("/auth/logout", &bob.token, json!({})).send().await.unwrap();
     expect_status(response, StatusCode::NO_CONTENT).await;
     assert_eq!(on_b.expect_close().await, 4001);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_ended_without_announcement_closes_its_socket_on_the_other_instance_within_a_second() {
+    let Some(cluster) = spawn_instances(2, &[]).await else { return };
+    let [a, b] = [&cluster.apps[0], &cluster.apps[1]];
+    let ada = a.register("ada").await;
+    let other_session = a.login(&ada).await;
+    let mut ended = WsClient::connect(b, &ada.token).await;
+    let mut kept = WsClient::connect(b, &other_session).await;
+    // b has just found the session alive, so may trust it from memory for a few seconds.
+    expect_status(b.get("/auth/me", &ada.token).send().await.unwrap(), StatusCode::OK).await;
+
+    // Ended in the store alone, with no announcement on any channel: as when an instance dies
+    // between the two, or the announcement is lost.
+    let user = UserId::from(Uuid::parse_str(&ada.id).unwrap());
+    let session = SessionId::from(Uuid::parse_str(ended.ready["sessionId"].as_str().unwrap()).unwrap());
+    let store = RedisSessionStore::new(cluster.redis.connection.clone());
+    assert!(store.revoke(user, session).await.unwrap());
+    let revoked = tokio::time::Instant::now();
+    // Once a second b checks its sockets' sessions: well within 2 s (not the 30 s of a poll).
+    assert_eq!(ended.expect_close_within(Duration::from_secs(2)).await, 4001);
+    assert!(revoked.elapsed() < Duration::from_secs(2), "closed after {:?}", revoked.elapsed());
+    // b no longer trusts the session for requests either, and the user's other session lives.
+    expect_problem(
+        b.get("/auth/me", &ada.token).send().await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+    )
+    .await;
+    kept.send(json!({"type": "ping", "ref": "p"})).await;
+    assert_eq!(kept.recv_kind("pong").await["ref"], "p");
 }

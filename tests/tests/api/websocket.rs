@@ -4,6 +4,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use convo_crypto::JwtTokenCodec;
+use convo_domain::{AccessGrant, TokenCodec};
 use convo_tests::redis::spawn_instances;
 use convo_tests::ws::WsClient;
 use convo_tests::{Backend, TestApp, expect_problem, expect_status, spawn_app_with};
@@ -597,9 +600,32 @@ async fn a_join_during_a_burst_to_that_room_replays_no_message_before_its_ack(ap
 async fn a_session_that_expires_closes_its_sockets_with_4001(app: TestApp) {
     let user = app.register("expiring").await;
     let mut client = WsClient::connect(&app, &user.token).await;
-    // SESSION_TTL is 2 s and nothing else uses the session: the connection's periodic check
-    // (every 30 s) finds it gone.
-    assert_eq!(client.expect_close_within(Duration::from_secs(45)).await, 4001);
+    // SESSION_TTL is 2 s and no request uses the session (an open socket does not extend it):
+    // the instance's check of its sockets' sessions, once a second, finds it gone.
+    assert_eq!(client.expect_close_within(Duration::from_secs(5)).await, 4001);
+}
+
+async fn a_socket_closes_with_4001_at_its_tokens_expiry_whether_opened_by_token_or_ticket(app: TestApp) {
+    let user = app.register("shortlived").await;
+    // The same session, named by a token that expires within three seconds: no setting makes
+    // tokens that short, so the test signs it with the servers' secret.
+    let codec = JwtTokenCodec::new(convo_tests::JWT_SECRET.as_bytes());
+    let grant = codec.decode(&user.token).unwrap();
+    let expires_at = DateTime::from_timestamp(Utc::now().timestamp() + 3, 0).unwrap();
+    let short = codec.encode(&AccessGrant { expires_at, ..grant }).unwrap();
+    let response = app.post("/ws/ticket", &short, json!({})).send().await.unwrap();
+    let ticket = expect_status(response, StatusCode::OK).await["ticket"].as_str().unwrap().to_owned();
+
+    let mut by_token = WsClient::connect(&app, &short).await;
+    let mut by_ticket = WsClient::connect_with_ticket(&app, &ticket).await.unwrap();
+    let mut long_lived = WsClient::connect(&app, &user.token).await;
+    for client in [&mut by_token, &mut by_ticket] {
+        assert_eq!(client.expect_close_within(Duration::from_secs(10)).await, 4001);
+        assert!(Utc::now() >= expires_at, "closed before the token expired");
+    }
+    // The session lives on: only the sockets of the expired token closed.
+    long_lived.send(json!({"type": "ping", "ref": "p"})).await;
+    assert_eq!(long_lived.recv_kind("pong").await["ref"], "p");
 }
 
 async fn a_client_silent_for_60_seconds_is_closed(app: TestApp) {
@@ -659,5 +685,6 @@ on_both_deployments! {
     replies_to_sends_and_edits_keep_frame_order_across_rooms: [("RATE_LIMIT_POINTS", "1000")];
     a_join_during_a_burst_to_that_room_replays_no_message_before_its_ack: [("RATE_LIMIT_POINTS", "1000")];
     a_session_that_expires_closes_its_sockets_with_4001: [("SESSION_TTL", "2")];
+    a_socket_closes_with_4001_at_its_tokens_expiry_whether_opened_by_token_or_ticket: [];
     a_client_silent_for_60_seconds_is_closed: [];
 }
