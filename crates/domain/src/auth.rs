@@ -14,7 +14,7 @@ use crate::event::{Event, EventBus};
 use crate::id::{SessionId, UserId};
 use crate::rate_limit::{RateDecision, RateLimit, RateLimiter};
 use crate::session::{AccessGrant, Principal, Session, SessionStore, TicketStore, TokenCodec};
-use crate::session_cache::{Lookup, SessionCache};
+use crate::session_cache::{Lookup, SessionCache, session_cache};
 use crate::session_watch::{SessionFollow, SessionWatch};
 use crate::user::{Email, Password, PasswordHash, PasswordHasher, User, UserRepository, Username};
 
@@ -169,7 +169,7 @@ impl std::fmt::Debug for AuthUseCases {
 impl AuthUseCases {
     /// The use cases over these ports, with these settings.
     pub fn new(ports: AuthPorts, settings: AuthSettings) -> Self {
-        let sessions = SessionCache::new(Arc::clone(&ports.events), settings.session_ttl);
+        let sessions = session_cache(Arc::clone(&ports.events), settings.session_ttl);
         let watch = SessionWatch::new(Arc::clone(&ports.sessions), Arc::clone(&sessions));
         Self { ports, settings, decoy_hash: OnceCell::new(), sessions, watch }
     }
@@ -219,7 +219,7 @@ impl AuthUseCases {
     /// failure to announce is logged rather than failing the logout (the other instances then
     /// trust the session from memory for [`crate::session_cache`]'s short freshness at most).
     async fn announce_revoked(&self, user_id: UserId, sessions: Vec<SessionId>) {
-        self.sessions.forget(&sessions);
+        self.sessions.forget(sessions.iter().map(|&session_id| Principal { user_id, session_id }));
         if let Err(error) = self.ports.events.publish(Event::SessionsRevoked { user_id, sessions }).await {
             tracing::warn!(%error, "could not announce ended sessions");
         }
@@ -281,7 +281,7 @@ impl AuthService for AuthUseCases {
         match self.ports.sessions.touch(principal.session_id, self.settings.session_ttl).await? {
             Some(session) if session.user_id == principal.user_id => {
                 if let Some(checkpoint) = checkpoint {
-                    self.sessions.remember(principal, checkpoint);
+                    self.sessions.remember(*principal, checkpoint);
                 }
                 Ok(())
             }

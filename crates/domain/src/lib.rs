@@ -107,6 +107,7 @@ pub mod outage;
 pub mod presence;
 pub mod rate_limit;
 pub mod redact;
+mod remembered;
 pub mod room;
 pub mod session;
 mod session_cache;

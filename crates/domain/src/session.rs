@@ -21,7 +21,7 @@ pub struct Session {
 }
 
 /// Who is calling: the user and the session their token names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Principal {
     /// The user acting.
     pub user_id: UserId,

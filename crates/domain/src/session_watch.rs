@@ -24,7 +24,7 @@ use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior, Sleep, sleep_until};
 
 use crate::id::SessionId;
-use crate::session::{AccessGrant, SessionStore};
+use crate::session::{AccessGrant, Principal, SessionStore};
 use crate::session_cache::SessionCache;
 use crate::sync::lock;
 
@@ -111,7 +111,7 @@ impl SessionFollow {
 /// Removes a follow from the watch when it is dropped.
 struct Registration {
     watch: Weak<Shared>,
-    session: SessionId,
+    session: Principal,
     follower: u64,
 }
 
@@ -128,14 +128,15 @@ impl Drop for Registration {
     }
 }
 
-/// The follows of one session, by follower.
+/// The follows of one session, by follower. Sessions are kept with their user, which the
+/// session cache needs to forget them.
 type Followers = HashMap<u64, oneshot::Sender<()>>;
 
 struct Shared {
     store: Arc<dyn SessionStore>,
     /// Forgets the sessions found gone, so that requests on this instance are refused at once.
     cache: Arc<SessionCache>,
-    followed: Mutex<HashMap<SessionId, Followers>>,
+    followed: Mutex<HashMap<Principal, Followers>>,
     next_follower: AtomicU64,
 }
 
@@ -173,7 +174,7 @@ impl SessionWatch {
         let left = (grant.expires_at - now).to_std().unwrap_or(Duration::ZERO).min(LONGEST_WAIT);
         let (ended, ended_rx) = oneshot::channel();
         let follower = self.shared.next_follower.fetch_add(1, Ordering::Relaxed);
-        let session = grant.principal.session_id;
+        let session = grant.principal;
         lock(&self.shared.followed).entry(session).or_default().insert(follower, ended);
         self.start();
         let mut follow = SessionFollow::new(ended_rx, Instant::now() + left);
@@ -197,7 +198,7 @@ async fn watch(shared: Weak<Shared>) {
     loop {
         tick.tick().await;
         let Some(shared) = shared.upgrade() else { return };
-        let followed: Vec<SessionId> = lock(&shared.followed).keys().copied().collect();
+        let followed: Vec<Principal> = lock(&shared.followed).keys().copied().collect();
         if followed.is_empty() {
             continue;
         }
@@ -208,11 +209,15 @@ async fn watch(shared: Weak<Shared>) {
 
 impl Shared {
     /// The sessions the store no longer has, in one round trip.
-    async fn check(&self, ids: Vec<SessionId>) -> Vec<SessionId> {
+    async fn check(&self, sessions: Vec<Principal>) -> Vec<Principal> {
+        let ids: Vec<SessionId> = sessions.iter().map(|principal| principal.session_id).collect();
         match self.store.alive_many(&ids).await {
-            Ok(alive) if alive.len() == ids.len() => {
-                ids.into_iter().zip(alive).filter(|(_, alive)| !alive).map(|(id, _)| id).collect()
-            }
+            Ok(alive) if alive.len() == ids.len() => sessions
+                .into_iter()
+                .zip(alive)
+                .filter(|(_, alive)| !alive)
+                .map(|(session, _)| session)
+                .collect(),
             Ok(alive) => {
                 tracing::error!(
                     asked = ids.len(),
@@ -229,11 +234,11 @@ impl Shared {
     }
 
     /// Ends every follow of these sessions.
-    fn end(&self, sessions: &[SessionId]) {
+    fn end(&self, sessions: &[Principal]) {
         if sessions.is_empty() {
             return;
         }
-        self.cache.forget(sessions);
+        self.cache.forget(sessions.iter().copied());
         let mut followed = lock(&self.followed);
         for session in sessions {
             for (_, ended) in followed.remove(session).unwrap_or_default() {
@@ -259,7 +264,7 @@ mod tests {
     fn cache() -> Arc<SessionCache> {
         let mut events = MockEventBus::new();
         events.expect_continuity().returning(|| None);
-        SessionCache::new(Arc::new(events) as Arc<dyn EventBus>, TTL)
+        crate::session_cache::session_cache(Arc::new(events) as Arc<dyn EventBus>, TTL)
     }
 
     fn grant(expires_in: TimeDelta) -> AccessGrant {
