@@ -66,6 +66,29 @@ pub async fn sessions_topic_delivers_session_revocations<B: EventBus + ?Sized>(b
     assert_eq!(next(&mut receiver).await, event);
 }
 
+pub async fn memberships_topic_delivers_ended_memberships_apart_from_the_room<B: EventBus + ?Sized>(
+    bus: Arc<B>,
+) {
+    let room = RoomId::generate();
+    let user = UserRef { id: UserId::generate(), username: Username::from_trusted("leaver".to_owned()) };
+    let mut memberships = subscribe(&*bus, Topic::Memberships).await;
+    let mut in_room = subscribe(&*bus, Topic::Room(room)).await;
+    let ended = Event::MembershipEnded { room_id: room, user_id: user.id };
+    let left = Event::MemberLeft { room_id: room, user };
+    bus.publish_all(vec![ended.clone(), left.clone()]).await.expect("publish");
+    assert_eq!(next(&mut memberships).await, ended);
+    assert_eq!(next(&mut in_room).await, left);
+    // A later event on each topic proves nothing else was on its way.
+    let later = Event::MembershipEnded { room_id: RoomId::generate(), user_id: UserId::generate() };
+    publish(&*bus, &later).await;
+    assert_eq!(next(&mut memberships).await, later);
+    let joined_later = joined(room);
+    publish(&*bus, &joined_later).await;
+    assert_eq!(next(&mut in_room).await, joined_later);
+    assert_drained(&mut memberships);
+    assert_drained(&mut in_room);
+}
+
 pub async fn other_topics_are_not_received<B: EventBus + ?Sized>(bus: Arc<B>) {
     let (room, other_room) = (RoomId::generate(), RoomId::generate());
     let user = UserId::generate();

@@ -152,6 +152,7 @@ macro_rules! event_bus_contract {
         $crate::__suite! { $($mode)* events:
             subscriber_receives_a_published_event,
             sessions_topic_delivers_session_revocations,
+            memberships_topic_delivers_ended_memberships_apart_from_the_room,
             other_topics_are_not_received,
             every_subscriber_receives,
             order_is_preserved_for_one_publisher,

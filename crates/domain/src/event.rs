@@ -55,6 +55,14 @@ pub enum Event {
         /// `true` when the user came online, `false` when their last connection closed.
         online: bool,
     },
+    /// A user no longer belongs to a room, told to every instance so that none keeps trusting
+    /// the membership from memory. Room subscribers hear of it as [`Event::MemberLeft`].
+    MembershipEnded {
+        /// The room left.
+        room_id: RoomId,
+        /// Who left it.
+        user_id: UserId,
+    },
     /// These sessions ended (logout, logout-all): their connections must close.
     SessionsRevoked {
         /// Whose sessions ended.
@@ -65,7 +73,7 @@ pub enum Event {
 }
 
 /// Where an event is delivered: the subscribers of a room, or everyone who must know which
-/// sessions ended.
+/// sessions or memberships ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Topic {
     /// Everything that happens in one room, for its members' connections.
@@ -74,10 +82,15 @@ pub enum Topic {
     /// sessions forgets them. One topic for all users, since revocations are rare and an
     /// instance must hear all of them to trust any session it remembers.
     Sessions,
+    /// Ended memberships, for every instance: its memory of memberships forgets them. One topic
+    /// for all rooms, since an instance must hear every leave to trust any membership it
+    /// remembers, whichever rooms it has live connections in.
+    Memberships,
 }
 
 impl Event {
-    /// The topic the event is delivered on: its room's, or [`Topic::Sessions`] for revocations.
+    /// The topic the event is delivered on: its room's, [`Topic::Sessions`] for revocations, or
+    /// [`Topic::Memberships`] for ended memberships.
     pub fn topic(&self) -> Topic {
         match self {
             Self::MessageCreated(message) | Self::MessageEdited(message) => Topic::Room(message.room_id),
@@ -86,6 +99,7 @@ impl Event {
             | Self::MemberLeft { room_id, .. }
             | Self::Typing { room_id, .. }
             | Self::Presence { room_id, .. } => Topic::Room(*room_id),
+            Self::MembershipEnded { .. } => Topic::Memberships,
             Self::SessionsRevoked { .. } => Topic::Sessions,
         }
     }
@@ -158,8 +172,8 @@ pub trait EventBus: Send + Sync {
     /// Whether this instance hears what other instances publish: `Some(mark)` while it does,
     /// where `mark` changes whenever events may have been missed since (the link to the others
     /// dropped and came back, or fell behind), and `None` while it is cut off. What is kept
-    /// correct by events (a cache of sessions) may be trusted only while the mark it was filled
-    /// under still holds. A bus that spans one process hears everything: `Some(0)`.
+    /// correct by events (a cache of sessions or memberships) may be trusted only while the
+    /// mark it was filled under still holds. A bus that spans one process hears everything: `Some(0)`.
     fn continuity(&self) -> Option<u64> {
         Some(0)
     }

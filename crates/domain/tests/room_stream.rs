@@ -134,6 +134,7 @@ fn label(event: &Event) -> String {
         Event::MemberLeft { .. } => "left".to_owned(),
         Event::Typing { .. } => "typing".to_owned(),
         Event::Presence { .. } => "presence".to_owned(),
+        Event::MembershipEnded { .. } => "ended".to_owned(),
         Event::SessionsRevoked { .. } => "revoked".to_owned(),
     }
 }

@@ -93,7 +93,8 @@ impl EventBus for InMemoryEventBus {
         let mut shard = self.shards.of(&topic);
         shard.sweep_if_due(Instant::now());
         let capacity = match topic {
-            Topic::Room(_) => self.capacity,
+            // Ends of memberships come as often as leaves: a room topic's room for them.
+            Topic::Room(_) | Topic::Memberships => self.capacity,
             Topic::Sessions => Self::SESSIONS_TOPIC_CAPACITY.min(self.capacity),
         };
         let sender = shard.channels.entry(topic).or_insert_with(|| broadcast::channel(capacity).0);

@@ -61,6 +61,7 @@ impl Keys {
         match topic {
             Topic::Room(room) => format!("{}events:room:{{{room}}}", self.prefix),
             Topic::Sessions => format!("{}events:sessions", self.prefix),
+            Topic::Memberships => format!("{}events:memberships", self.prefix),
         }
     }
 }

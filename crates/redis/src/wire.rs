@@ -116,6 +116,10 @@ pub(crate) enum WireEvent {
         user: WireUser,
         online: bool,
     },
+    Ended {
+        room: Uuid,
+        user: Uuid,
+    },
     Revoked {
         user: Uuid,
         sessions: Vec<Uuid>,
@@ -140,6 +144,9 @@ impl From<&Event> for WireEvent {
             Event::Typing { room_id, user } => Self::Typing { room: room_id.as_uuid(), user: user.into() },
             Event::Presence { room_id, user, online } => {
                 Self::Presence { room: room_id.as_uuid(), user: user.into(), online: *online }
+            }
+            Event::MembershipEnded { room_id, user_id } => {
+                Self::Ended { room: room_id.as_uuid(), user: user_id.as_uuid() }
             }
             Event::SessionsRevoked { user_id, sessions } => Self::Revoked {
                 user: user_id.as_uuid(),
@@ -167,6 +174,9 @@ impl WireEvent {
             Self::Typing { room, user } => Event::Typing { room_id: RoomId::from(room), user: user.into() },
             Self::Presence { room, user, online } => {
                 Event::Presence { room_id: RoomId::from(room), user: user.into(), online }
+            }
+            Self::Ended { room, user } => {
+                Event::MembershipEnded { room_id: RoomId::from(room), user_id: UserId::from(user) }
             }
             Self::Revoked { user, sessions } => Event::SessionsRevoked {
                 user_id: UserId::from(user),
@@ -213,6 +223,7 @@ mod tests {
             Event::MemberLeft { room_id: room, user: user.clone() },
             Event::Typing { room_id: room, user: user.clone() },
             Event::Presence { room_id: room, user, online: true },
+            Event::MembershipEnded { room_id: room, user_id: UserId::generate() },
             Event::SessionsRevoked { user_id: UserId::generate(), sessions: vec![SessionId::generate()] },
         ];
         for event in events {

@@ -191,7 +191,7 @@ fn encode(event: &Event) -> Option<Encoded> {
             leaving: None,
             resumes_after: None,
         },
-        Event::SessionsRevoked { .. } => return None,
+        Event::MembershipEnded { .. } | Event::SessionsRevoked { .. } => return None,
     })
 }
 
