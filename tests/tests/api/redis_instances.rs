@@ -208,3 +208,40 @@ async fn a_session_ended_without_announcement_closes_its_socket_on_the_other_ins
     kept.send(json!({"type": "ping", "ref": "p"})).await;
     assert_eq!(kept.recv_kind("pong").await["ref"], "p");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_who_leaves_on_one_instance_is_refused_at_once_on_the_other() {
+    let Some(cluster) = spawn_instances(2, &[]).await else { return };
+    let [a, b] = [&cluster.apps[0], &cluster.apps[1]];
+    let ada = a.register("ada").await;
+    let bob = a.register("bob").await;
+    let room = a.create_room(&ada, "general").await;
+    a.join(&bob, &room).await;
+    let queries = [format!("roomId={room}"), "chatRoomName=GENERAL".to_owned()];
+    // Busy reads: b has just found bob a member and the name a room, so may remember both.
+    for _ in 0..3 {
+        for query in &queries {
+            b.history(&bob, query).await;
+        }
+    }
+
+    let response = a.post(&format!("/chat/room/{room}/leave"), &bob.token, json!({})).send().await.unwrap();
+    expect_status(response, StatusCode::NO_CONTENT).await;
+    for query in &queries {
+        let response = b.get(&format!("/chat/messages?{query}"), &bob.token).send().await.unwrap();
+        expect_problem(response, StatusCode::FORBIDDEN, "NOT_A_MEMBER").await;
+    }
+    let response = b
+        .post("/chat/message", &bob.token, json!({"chatRoomName": "general", "content": "still here?"}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, StatusCode::FORBIDDEN, "NOT_A_MEMBER").await;
+    // Who stayed reads on; who joins again reads again at once.
+    b.history(&ada, &queries[1]).await;
+    b.join(&bob, &room).await;
+    for query in &queries {
+        a.history(&bob, query).await;
+        b.history(&bob, query).await;
+    }
+}

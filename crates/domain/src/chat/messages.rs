@@ -42,7 +42,8 @@ pub trait MessageService: Send + Sync {
     ) -> DomainResult<QueuedSend>;
 
     /// A page of the room's history, for a member. The latest page comes from the cache when
-    /// it can answer.
+    /// it can answer; a room's name and the caller's membership, once confirmed by storage, are
+    /// answered from memory for a while (a leave on any instance ends the latter at once).
     async fn history(&self, user: UserId, room: &RoomRef, query: &HistoryQuery) -> DomainResult<HistoryPage>;
 
     /// Replaces the content of the caller's own message.

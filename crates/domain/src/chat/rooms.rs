@@ -67,9 +67,19 @@ impl RoomService for ChatUseCases {
 
     async fn leave(&self, user: UserId, room: RoomId) -> DomainResult<()> {
         self.find_room(room).await?;
-        if self.ports.rooms.leave(room, user).await? {
-            let user = self.user_ref(user).await?;
-            self.announce(Event::MemberLeft { room_id: room, user }).await;
+        let left = self.ports.rooms.leave(room, user).await?;
+        // Whatever storage answered, this instance stops trusting the membership now.
+        self.memory.member_left(room, user);
+        if left {
+            // Every instance forgets the membership, even if the leaver cannot be named to
+            // the room's subscribers, who see the leave.
+            let mut events = vec![Event::MembershipEnded { room_id: room, user_id: user }];
+            let leaver = self.user_ref(user).await;
+            if let Ok(user) = &leaver {
+                events.push(Event::MemberLeft { room_id: room, user: user.clone() });
+            }
+            self.announce_all(events).await;
+            leaver?;
         }
         Ok(())
     }

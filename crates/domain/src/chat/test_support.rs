@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
+use mockall::predicate::eq;
 
 use super::{ChatPorts, ChatUseCases};
 use crate::clock::MockClock;
-use crate::event::MockEventBus;
+use crate::event::{MockEventBus, Subscription, Topic};
 use crate::id::{MessageId, RoomId, UserId};
 use crate::message::{Message, MessageContent, MockMessageCache, MockMessageRepository};
 use crate::presence::MockPresence;
@@ -23,6 +24,8 @@ pub(super) struct Mocks {
     pub(super) limiter: MockRateLimiter,
     pub(super) events: MockEventBus,
     pub(super) presence: MockPresence,
+    /// Whether the bus hears every instance, so that memberships may be trusted from memory.
+    pub(super) hears_announcements: bool,
 }
 
 pub(super) const SEND_LIMIT: RateLimit = RateLimit { points: 5, window: Duration::from_secs(10) };
@@ -37,6 +40,7 @@ impl Mocks {
             limiter: MockRateLimiter::new(),
             events: MockEventBus::new(),
             presence: MockPresence::new(),
+            hears_announcements: false,
         }
     }
 
@@ -44,7 +48,14 @@ impl Mocks {
         self.rooms.expect_membership().returning(|_, _| Ok(Membership::Member));
     }
 
-    pub(super) fn service(self) -> ChatUseCases {
+    pub(super) fn service(mut self) -> ChatUseCases {
+        let mark = self.hears_announcements.then_some(0);
+        self.events.expect_continuity().returning(move || mark);
+        let (announcements, _) = tokio::sync::broadcast::channel(4);
+        self.events
+            .expect_subscribe()
+            .with(eq(Topic::Memberships))
+            .returning(move |_| Ok(Subscription::new(announcements.subscribe())));
         let mut clock = MockClock::new();
         clock.expect_now().returning(|| Utc.timestamp_opt(1_800_000_000, 0).unwrap());
         ChatUseCases::new(
