@@ -5,12 +5,23 @@ use std::time::Duration;
 
 use convo_domain::{SessionId, SessionStore, UserId};
 use convo_redis::RedisSessionStore;
-use convo_tests::redis::spawn_instances;
+use convo_tests::redis::{Instances, spawn_instances};
 use convo_tests::ws::WsClient;
-use convo_tests::{expect_problem, expect_status};
+use convo_tests::{TestUser, expect_problem, expect_status};
 use reqwest::StatusCode;
 use serde_json::json;
 use uuid::Uuid;
+
+/// Two instances, and a room "general" made on the first by ada, which bob joined there.
+async fn two_instances_with_a_room() -> Option<(Instances, TestUser, TestUser, String)> {
+    let cluster = spawn_instances(2, &[]).await?;
+    let a = &cluster.apps[0];
+    let ada = a.register("ada").await;
+    let bob = a.register("bob").await;
+    let room = a.create_room(&ada, "general").await;
+    a.join(&bob, &room).await;
+    Some((cluster, ada, bob, room))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_session_created_on_one_instance_works_on_the_other() {
@@ -156,12 +167,8 @@ async fn concurrent_batches_from_two_instances_interleave_without_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_event_published_on_one_instance_is_received_on_the_other() {
-    let Some(cluster) = spawn_instances(2, &[]).await else { return };
+    let Some((cluster, ada, bob, room)) = two_instances_with_a_room().await else { return };
     let [a, b] = [&cluster.apps[0], &cluster.apps[1]];
-    let ada = a.register("ada").await;
-    let bob = a.register("bob").await;
-    let room = a.create_room(&ada, "general").await;
-    a.join(&bob, &room).await;
 
     let mut on_b = WsClient::connect(b, &bob.token).await;
     on_b.join(&room, None).await;
@@ -211,12 +218,8 @@ async fn a_session_ended_without_announcement_closes_its_socket_on_the_other_ins
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_who_leaves_on_one_instance_is_refused_at_once_on_the_other() {
-    let Some(cluster) = spawn_instances(2, &[]).await else { return };
+    let Some((cluster, ada, bob, room)) = two_instances_with_a_room().await else { return };
     let [a, b] = [&cluster.apps[0], &cluster.apps[1]];
-    let ada = a.register("ada").await;
-    let bob = a.register("bob").await;
-    let room = a.create_room(&ada, "general").await;
-    a.join(&bob, &room).await;
     let queries = [format!("roomId={room}"), "chatRoomName=GENERAL".to_owned()];
     // Busy reads: b has just found bob a member and the name a room, so may remember both.
     for _ in 0..3 {

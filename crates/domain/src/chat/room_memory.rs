@@ -116,6 +116,14 @@ mod tests {
         (bus, memory)
     }
 
+    /// A following memory that has just confirmed ada's membership of a room.
+    async fn memory_with_a_member() -> (Bus, RoomMemory, RoomId, UserId) {
+        let (bus, memory) = following_memory().await;
+        let (room, ada) = (RoomId::generate(), UserId::generate());
+        check(&memory, room, ada).await;
+        (bus, memory, room, ada)
+    }
+
     /// Looks the membership up and, if asked to check, plays a storage that confirms it.
     async fn check(memory: &RoomMemory, room: RoomId, user: UserId) -> Lookup {
         let lookup = memory.membership(room, user).await;
@@ -156,9 +164,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_leave_here_is_forgotten_at_once() {
-        let (_bus, memory) = following_memory().await;
-        let (room, ada) = (RoomId::generate(), UserId::generate());
-        check(&memory, room, ada).await;
+        let (_bus, memory, room, ada) = memory_with_a_member().await;
         memory.member_left(room, ada);
         assert!(asks(memory.membership(room, ada).await));
     }
@@ -178,9 +184,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn nothing_is_trusted_while_the_bus_is_cut_off_nor_after_it_is_back() {
-        let (bus, memory) = following_memory().await;
-        let (room, ada) = (RoomId::generate(), UserId::generate());
-        check(&memory, room, ada).await;
+        let (bus, memory, room, ada) = memory_with_a_member().await;
 
         bus.set_mark(Bus::CUT_OFF);
         assert_eq!(check(&memory, room, ada).await, Lookup::Ask(None), "cut off: ask, remember nothing");
@@ -191,9 +195,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lagging_listener_forgets_every_membership() {
-        let (bus, memory) = following_memory().await;
-        let (room, ada) = (RoomId::generate(), UserId::generate());
-        check(&memory, room, ada).await;
+        let (bus, memory, room, ada) = memory_with_a_member().await;
         for _ in 0..40 {
             bus.announce(Event::MembershipEnded { room_id: RoomId::generate(), user_id: UserId::generate() });
         }
@@ -203,9 +205,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn other_events_forget_nothing() {
-        let (bus, memory) = following_memory().await;
-        let (room, ada) = (RoomId::generate(), UserId::generate());
-        check(&memory, room, ada).await;
+        let (bus, memory, room, ada) = memory_with_a_member().await;
         bus.announce_heard(Event::SessionsRevoked { user_id: ada, sessions: Vec::new() }).await;
         assert_eq!(memory.membership(room, ada).await, Lookup::Known);
     }

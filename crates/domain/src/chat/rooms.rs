@@ -71,8 +71,8 @@ impl RoomService for ChatUseCases {
         // Whatever storage answered, this instance stops trusting the membership now.
         self.memory.member_left(room, user);
         if left {
-            // Every instance forgets the membership, even if the leaver cannot be named to
-            // the room's subscribers, who see the leave.
+            // The end of the membership reaches every instance even if the leaver's name cannot
+            // be read for the room subscribers' `MemberLeft`.
             let mut events = vec![Event::MembershipEnded { room_id: room, user_id: user }];
             let leaver = self.user_ref(user).await;
             if let Ok(user) = &leaver {
