@@ -12,7 +12,7 @@
 //! | `{p}cache:{<room>}:msgs` | hash, idle TTL | `j:<id>` message JSON, `e:<id>` edit time (µs) |
 //! | `{p}presence:{<user>}` | sorted set, TTL | instance ids scored by expiry (ms) |
 //!
-//! Pub/sub channels: `{p}events:room:{<room>}` and `{p}events:sessions`.
+//! Pub/sub channels: `{p}events:room:{<room>}`, `{p}events:sessions` and `{p}events:memberships`.
 
 use convo_domain::{RoomId, SessionId, Topic, UserId};
 
