@@ -126,7 +126,7 @@ pub enum DeleteMessageResponse {
 }
 
 declare_errors! {
-    SendMessageError: [400, 401, 403, 404, 413, 429];
+    SendMessageError: [400, 401, 403, 404, 410, 413, 429];
     HistoryError: [400, 401, 403, 404];
     EditMessageError: [400, 401, 403, 404, 413];
     DeleteMessageError: [400, 401, 403, 404];

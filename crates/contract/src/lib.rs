@@ -251,7 +251,7 @@ macro_rules! message_repository_contract {
             edit_replaces_the_content_and_sets_edited_at,
             edit_of_a_missing_or_deleted_message_is_message_not_found,
             delete_of_a_missing_message_is_false,
-            retry_of_a_deleted_message_returns_it_and_posts_nothing,
+            retry_of_a_deleted_message_is_refused_and_posts_nothing,
         }
     };
     ($factory:expr $(,)?) => {

@@ -75,6 +75,9 @@ pub async fn a_batch_stores_the_good_messages_and_refuses_each_bad_one_alone<S: 
     RoomRepository::join(store, general.id, bob.id, at(1)).await.expect("join");
     let earlier =
         store.insert(&new_message(general.id, &ada, "earlier", Some("k0"), 2)).await.expect("insert");
+    let deleted =
+        store.insert(&new_message(general.id, &ada, "deleted since", Some("kd"), 2)).await.expect("insert");
+    assert!(store.delete(deleted.message.id, at(2)).await.expect("delete"));
 
     let batch = [
         new_message(general.id, &ada, "one", None, 3),
@@ -83,6 +86,7 @@ pub async fn a_batch_stores_the_good_messages_and_refuses_each_bad_one_alone<S: 
         new_message(general.id, &bob, "two", Some("k1"), 4),
         new_message(general.id, &bob, "two, retried in the same batch", Some("k1"), 4),
         new_message(general.id, &ada, "three", None, 5),
+        new_message(general.id, &ada, "a retry of the deleted one", Some("kd"), 5),
     ];
     let outcomes = store.insert_batch(general.id, &batch).await.expect("the batch as a whole");
     assert_eq!(outcomes.len(), batch.len());
@@ -92,17 +96,18 @@ pub async fn a_batch_stores_the_good_messages_and_refuses_each_bad_one_alone<S: 
         other => panic!("message {index} should be stored: {other:?}"),
     };
     let (one, two, three) = (created(0), created(3), created(5));
-    assert_eq!([one.seq, two.seq, three.seq], [2, 3, 4], "consecutive seqs in batch order");
+    assert_eq!([one.seq, two.seq, three.seq], [3, 4, 5], "consecutive seqs in batch order");
     assert_eq!((two.author.username.as_str(), two.content.as_str()), ("bob", "two"));
     assert_eq!(two.created_at, at(4));
     assert!(matches!(&outcomes[1], Err(DomainError::NotAMember)), "{:?}", outcomes[1]);
     assert!(matches!(&outcomes[2], Ok(Posted { message, created: false }) if *message == earlier.message));
     assert!(matches!(&outcomes[4], Ok(Posted { message, created: false }) if *message == two));
+    assert!(matches!(&outcomes[6], Err(DomainError::MessageDeleted)), "{:?}", outcomes[6]);
 
     let page = store.history(general.id, &HistoryQuery::latest(100)).await.expect("history");
     assert_eq!(page.messages, vec![earlier.message, one, two, three], "as storage reads them back");
-    assert_eq!(RoomRepository::find(store, general.id).await.expect("find").expect("exists").last_seq, 4);
-    assert_eq!(send(store, general.id, &ada, "next").await.seq, 5, "the refused gave their seqs back");
+    assert_eq!(RoomRepository::find(store, general.id).await.expect("find").expect("exists").last_seq, 5);
+    assert_eq!(send(store, general.id, &ada, "next").await.seq, 6, "the refused gave their seqs back");
 }
 
 pub async fn a_batch_of_refusals_only_uses_no_seq<S: Storage + ?Sized>(storage: Arc<S>) {
@@ -412,14 +417,15 @@ pub async fn delete_of_a_missing_message_is_false<S: Storage + ?Sized>(storage: 
     assert!(!store.delete(MessageId::generate(), at(1)).await.expect("delete"));
 }
 
-pub async fn retry_of_a_deleted_message_returns_it_and_posts_nothing<S: Storage + ?Sized>(storage: Arc<S>) {
+pub async fn retry_of_a_deleted_message_is_refused_and_posts_nothing<S: Storage + ?Sized>(storage: Arc<S>) {
     let store = &*storage;
     let ada = user(store, "ada").await;
     let general = room(store, &ada, "general").await;
     let original = store.insert(&new_message(general.id, &ada, "oops", Some("k"), 1)).await.expect("insert");
     store.delete(original.message.id, at(2)).await.expect("delete");
 
-    let retry = store.insert(&new_message(general.id, &ada, "oops", Some("k"), 3)).await.expect("retry");
-    assert_eq!(retry, Posted { message: original.message, created: false });
+    let error = store.insert(&new_message(general.id, &ada, "oops", Some("k"), 3)).await.expect_err("retry");
+    assert!(matches!(error, DomainError::MessageDeleted), "{error:?}");
     assert_eq!(history(store, general.id, None, None, 50).await, (vec![], false));
+    assert_eq!(send(store, general.id, &ada, "next").await.seq, 2, "the refused retry took no seq");
 }

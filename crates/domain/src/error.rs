@@ -99,6 +99,10 @@ pub enum DomainError {
     /// No message has this id, or it was deleted.
     #[error("message not found")]
     MessageNotFound,
+    /// A retried send's `client_message_id` named a message that has since been deleted: the
+    /// retry stores nothing, and there is no message to return.
+    #[error("the message sent with this clientMessageId was deleted")]
+    MessageDeleted,
     /// A dependency (database, cache, session store) is unreachable; the caller may retry.
     #[error("{what} is unavailable")]
     Unavailable {

@@ -163,7 +163,8 @@ pub trait MessageRepository: Send + Sync {
     /// Stores a batch of messages to one `room` (each one's `room_id`), in one transaction,
     /// and answers each in its place: `RoomNotFound` unless the room exists, `NotAMember`
     /// unless its author belongs to it, the existing message if (author, clientMessageId) was
-    /// used before (also by an earlier message of the same batch), and otherwise the room's
+    /// used before (also by an earlier message of the same batch), `MessageDeleted` if the
+    /// message it was used for has been deleted since, and otherwise the room's
     /// next seq, handed out in batch order: no gap and no duplicate under concurrent batches,
     /// from this instance or any other. One message's refusal never fails the others; `Err`
     /// means none was stored.

@@ -31,6 +31,7 @@ struct MessageRow {
     content: String,
     created_at: DateTime<Utc>,
     edited_at: Option<DateTime<Utc>>,
+    deleted_at: Option<DateTime<Utc>>,
     client_message_id: Option<String>,
 }
 
@@ -110,8 +111,12 @@ impl SqlStore {
             let key = new.client_message_id.as_ref().map(ClientMessageId::as_str);
             plans.push(if !members.contains_key(&author) {
                 Plan::Refused(DomainError::NotAMember)
-            } else if let Some(existing) = key.and_then(|key| used.get(&(author, key.to_owned()))) {
-                Plan::Existing(existing.clone())
+            } else if let Some(used) = key.and_then(|key| used.get(&(author, key.to_owned()))) {
+                if used.deleted {
+                    Plan::Refused(DomainError::MessageDeleted)
+                } else {
+                    Plan::Existing(used.message.clone())
+                }
             } else if let Some(&first) = key.and_then(|key| keys_in_batch.get(&(author, key))) {
                 Plan::SameAs(first)
             } else {
@@ -297,11 +302,17 @@ async fn insert_rows<C: ConnectionTrait>(
     Ok(())
 }
 
+/// A message stored earlier under a key of the batch.
+struct UsedKey {
+    message: Message,
+    deleted: bool,
+}
+
 /// The messages stored earlier under the batch's (author, key) pairs, deleted ones included.
 async fn used_keys<C: ConnectionTrait>(
     db: &C,
     batch: &[NewMessage],
-) -> Result<HashMap<(Uuid, String), Message>, DbErr> {
+) -> Result<HashMap<(Uuid, String), UsedKey>, DbErr> {
     let keyed: Vec<(Uuid, &str)> = batch
         .iter()
         .filter_map(|new| Some((new.author_id.as_uuid(), new.client_message_id.as_ref()?.as_str())))
@@ -319,12 +330,13 @@ async fn used_keys<C: ConnectionTrait>(
         .await?;
     Ok(rows
         .into_iter()
-        .map(to_message)
-        .filter_map(|message| {
+        .filter_map(|row| {
+            let deleted = row.deleted_at.is_some();
+            let message = to_message(row);
             let key = message.client_message_id.as_ref()?.as_str().to_owned();
             keyed
                 .contains(&(message.author.id.as_uuid(), key.as_str()))
-                .then(|| ((message.author.id.as_uuid(), key), message))
+                .then(|| ((message.author.id.as_uuid(), key), UsedKey { message, deleted }))
         })
         .collect())
 }

@@ -2,8 +2,9 @@
 
 use std::collections::BTreeSet;
 
+use convo_tests::ws::WsClient;
 use convo_tests::{Backend, TestApp, expect_problem, expect_status, spawn_app, spawn_app_with};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 fn seqs(page: &Value) -> Vec<i64> {
@@ -111,6 +112,41 @@ async fn a_retried_client_message_id_returns_the_original_and_creates_nothing() 
     .await;
     let page = app.history(&user, &format!("roomId={room}")).await;
     assert_eq!(seqs(&page), [1, 2]);
+}
+
+#[tokio::test]
+async fn a_retry_whose_message_was_deleted_is_gone_over_rest_and_websocket() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(app) = spawn_app_with(backend, &[]).await else { continue };
+        let user = app.register("regretful").await;
+        let room = app.create_room(&user, "regrets").await;
+        let body = json!({"roomId": room, "content": "said too soon", "clientMessageId": "c-1"});
+        let original = expect_status(
+            app.post("/chat/message", &user.token, body.clone()).send().await.unwrap(),
+            StatusCode::CREATED,
+        )
+        .await;
+        let deleted = app
+            .request(Method::DELETE, &format!("/chat/message/{}", original["id"].as_str().unwrap()))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap();
+        expect_status(deleted, StatusCode::NO_CONTENT).await;
+
+        let retried = app.post("/chat/message", &user.token, body).send().await.unwrap();
+        expect_problem(retried, StatusCode::GONE, "MESSAGE_DELETED").await;
+        let mut socket = WsClient::connect(&app, &user.token).await;
+        socket
+            .send(json!({"type": "send", "ref": "r1", "roomId": room, "content": "said too soon", "clientMessageId": "c-1"}))
+            .await;
+        let error = socket.recv_kind("error").await;
+        assert_eq!((error["ref"].as_str(), error["code"].as_str()), (Some("r1"), Some("MESSAGE_DELETED")));
+        // Nothing was stored again: the room is empty and its next message takes seq 2.
+        assert_eq!(seqs(&app.history(&user, &format!("roomId={room}")).await), Vec::<i64>::new());
+        let next = expect_status(app.send(&user, &room, "better said").await, StatusCode::CREATED).await;
+        assert_eq!(next["seq"], 2, "{backend:?}");
+    }
 }
 
 #[tokio::test]
