@@ -44,8 +44,10 @@ pub struct Message {
     pub content: String,
     pub created_at: DateTime<Utc>,
     /// When it was last edited; null if never.
+    #[oai(nullable)]
     pub edited_at: Option<DateTime<Utc>>,
     /// The sender's idempotency key, if it gave one.
+    #[oai(nullable)]
     pub client_message_id: Option<String>,
 }
 

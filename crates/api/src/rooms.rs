@@ -48,6 +48,7 @@ pub struct RoomSummary {
     pub room: Room,
     pub joined_at: DateTime<Utc>,
     /// When the latest message was sent; null before the first.
+    #[oai(nullable)]
     pub last_message_at: Option<DateTime<Utc>>,
 }
 

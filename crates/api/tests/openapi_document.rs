@@ -83,3 +83,56 @@ fn document_names_what_generated_clients_rely_on() {
         assert!(document["components"]["schemas"].get(schema).is_some(), "missing schema {schema}");
     }
 }
+
+/// The names of the component schemas `value` refers to, directly or through other schemas.
+fn referenced_schemas(document: &serde_json::Value, value: &serde_json::Value, found: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(name) = map.get("$ref").and_then(|r| r.as_str()).and_then(|r| r.rsplit('/').next())
+                && !found.iter().any(|known| known == name)
+            {
+                found.push(name.to_owned());
+                referenced_schemas(document, &document["components"]["schemas"][name], found);
+            }
+            for nested in map.values() {
+                referenced_schemas(document, nested, found);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            items.iter().for_each(|item| referenced_schemas(document, item, found))
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_response_field_that_may_be_absent_is_declared_nullable() {
+    // The server writes an absent optional value as null (`"editedAt": null`), never leaves the
+    // field out, so a generated client must be told that null is a valid value.
+    let document: serde_json::Value = serde_json::from_str(&convo_api::openapi_json()).expect("valid JSON");
+    let mut in_responses = Vec::new();
+    for item in document["paths"].as_object().expect("paths").values() {
+        for operation in item.as_object().expect("path item").values() {
+            referenced_schemas(&document, &operation["responses"], &mut in_responses);
+        }
+    }
+    assert!(in_responses.iter().any(|name| name == "Message"), "{in_responses:?}");
+    let mut checked = 0;
+    for name in &in_responses {
+        let schema = &document["components"]["schemas"][name.as_str()];
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|f| f.as_str()).collect())
+            .unwrap_or_default();
+        for (field, property) in schema["properties"].as_object().into_iter().flatten() {
+            if !required.contains(&field.as_str()) {
+                checked += 1;
+                assert_eq!(
+                    property["nullable"], true,
+                    "{name}.{field} may be null but is not declared nullable"
+                );
+            }
+        }
+    }
+    assert!(checked >= 3, "editedAt, clientMessageId and lastMessageAt at least; checked {checked}");
+}
