@@ -85,6 +85,7 @@ impl From<IssuedToken> for AuthResponse {
 
 /// Registration details.
 #[derive(Object)]
+#[oai(example)]
 pub struct RegisterRequest {
     /// A valid address, at most 254 characters; compared without regard to case.
     pub email: Field<String>,
@@ -96,9 +97,28 @@ pub struct RegisterRequest {
 
 /// Login details.
 #[derive(Object)]
+#[oai(example)]
 pub struct LoginRequest {
     pub email: Field<String>,
     pub password: Field<String>,
+}
+
+// The document's examples, which Swagger UI pre-fills: the README walk-through's user, so that
+// "Try it out" registers and then logs in as it.
+impl poem_openapi::types::Example for RegisterRequest {
+    fn example() -> Self {
+        Self {
+            email: Field::of("ada@example.com".to_owned()),
+            username: Field::of("ada".to_owned()),
+            password: Field::of("Passw0rd!".to_owned()),
+        }
+    }
+}
+
+impl poem_openapi::types::Example for LoginRequest {
+    fn example() -> Self {
+        Self { email: Field::of("ada@example.com".to_owned()), password: Field::of("Passw0rd!".to_owned()) }
+    }
 }
 
 #[derive(ApiResponse)]

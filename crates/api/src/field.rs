@@ -16,6 +16,11 @@ use serde_json::Value;
 pub struct Field<T>(Result<T, &'static str>);
 
 impl<T> Field<T> {
+    /// A field that was read well: for examples and tests.
+    pub fn of(value: T) -> Self {
+        Self(Ok(value))
+    }
+
     /// The value, or a validation error naming `field`.
     pub fn get(self, field: domain::Field) -> Result<T, ValidationError> {
         self.0.map_err(|problem| ValidationError::new(field, problem))

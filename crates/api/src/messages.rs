@@ -78,7 +78,7 @@ pub struct MessagePage {
 
 /// A message to send. Name the room by `roomId` or by `chatRoomName`, not both.
 #[derive(Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", example, skip_serializing_if_is_none)]
 pub struct SendMessageRequest {
     pub room_id: Field<Option<Uuid>>,
     pub chat_room_name: Field<Option<String>>,
@@ -89,11 +89,31 @@ pub struct SendMessageRequest {
     pub client_message_id: Field<Option<String>>,
 }
 
+/// The document's example, which Swagger UI pre-fills: it names the room once (by the name the
+/// README's walk-through creates), since a request naming it twice is refused.
+impl poem_openapi::types::Example for SendMessageRequest {
+    fn example() -> Self {
+        Self {
+            room_id: Field::of(None),
+            chat_room_name: Field::of(Some("general".to_owned())),
+            content: Field::of("hello, world".to_owned()),
+            client_message_id: Field::of(Some("m-1".to_owned())),
+        }
+    }
+}
+
 /// New content for a message.
 #[derive(Object)]
+#[oai(example)]
 pub struct EditMessageRequest {
     /// 1-1000 characters once trimmed.
     pub content: Field<String>,
+}
+
+impl poem_openapi::types::Example for EditMessageRequest {
+    fn example() -> Self {
+        Self { content: Field::of("hello again, world".to_owned()) }
+    }
 }
 
 #[derive(ApiResponse)]

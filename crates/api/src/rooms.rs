@@ -86,10 +86,18 @@ impl From<domain::Member> for Member {
 
 /// A room to create.
 #[derive(Object)]
+#[oai(example)]
 pub struct CreateRoomRequest {
     /// 1-50 characters of letters, digits, spaces, `_` and `-` (trimmed); unique without regard
     /// to case.
     pub name: Field<String>,
+}
+
+/// The document's example, which Swagger UI pre-fills: the README walk-through's room.
+impl poem_openapi::types::Example for CreateRoomRequest {
+    fn example() -> Self {
+        Self { name: Field::of("general".to_owned()) }
+    }
 }
 
 #[derive(ApiResponse)]

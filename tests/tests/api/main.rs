@@ -4,6 +4,7 @@
 
 mod auth;
 mod cancellation;
+mod examples;
 mod messages;
 mod operations;
 mod redis_cache;
