@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use poem::http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use poem::http::header::{ALLOW, CONTENT_LENGTH, TRANSFER_ENCODING};
 use poem::http::{HeaderValue, StatusCode};
 use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response, Result};
 use poem_openapi::OperationId;
 use tracing::Instrument;
 
+use crate::allow::AllowedMethods;
 use crate::metrics::Metrics;
 use crate::problem::{ApiError, ErrorCode};
 
@@ -22,11 +23,12 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 
 pub struct Edge {
     metrics: Arc<Metrics>,
+    allowed: Arc<AllowedMethods>,
 }
 
 impl Edge {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+    pub fn new(metrics: Arc<Metrics>, allowed: Arc<AllowedMethods>) -> Self {
+        Self { metrics, allowed }
     }
 }
 
@@ -34,13 +36,14 @@ impl<E: Endpoint> Middleware<E> for Edge {
     type Output = EdgeEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
-        EdgeEndpoint { inner, metrics: self.metrics.clone() }
+        EdgeEndpoint { inner, metrics: self.metrics.clone(), allowed: self.allowed.clone() }
     }
 }
 
 pub struct EdgeEndpoint<E> {
     inner: E,
     metrics: Arc<Metrics>,
+    allowed: Arc<AllowedMethods>,
 }
 
 impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
@@ -65,7 +68,14 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
                 }
                 Err(error) => {
                     let route = route_name(error.data::<OperationId>(), &path);
-                    (ApiError::from_poem(error).into_problem_response(&request_id), route)
+                    let mut response = ApiError::from_poem(error).into_problem_response(&request_id);
+                    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+                        && let Some(allow) = self.allowed.for_path(&path)
+                        && let Ok(value) = HeaderValue::from_str(allow)
+                    {
+                        response.headers_mut().insert(ALLOW, value);
+                    }
+                    (response, route)
                 }
             };
             if let Ok(value) = HeaderValue::from_str(&request_id) {

@@ -15,6 +15,7 @@
 //! requests give the inputs the domain validates ([`field`]), and the JSON shapes of both
 //! transports.
 
+pub mod allow;
 pub mod auth;
 pub mod edge;
 pub mod field;
@@ -32,6 +33,8 @@ use poem::endpoint::BoxEndpoint;
 use poem::middleware::Cors;
 use poem::{EndpointExt, Response, Route, get};
 use poem_openapi::{OpenApiService, Tags};
+
+use crate::allow::AllowedMethods;
 
 pub use edge::{MAX_BODY_BYTES, REQUEST_ID_HEADER};
 pub use metrics::Metrics;
@@ -113,6 +116,7 @@ pub fn app(state: AppState, settings: &HttpSettings) -> BoxEndpoint<'static, Res
         metrics.clone(),
     );
     let api = openapi_service();
+    let allowed = Arc::new(AllowedMethods::from_document(&api.spec()));
     let docs = api.swagger_ui();
     let document = api.spec_endpoint();
     let routes = Route::new()
@@ -129,5 +133,5 @@ pub fn app(state: AppState, settings: &HttpSettings) -> BoxEndpoint<'static, Res
             .allow_origins(settings.cors_origins.iter().map(String::as_str))
             .expose_header(REQUEST_ID_HEADER)
     });
-    routes.with_if(cors.is_some(), cors.unwrap_or_default()).with(edge::Edge::new(metrics)).boxed()
+    routes.with_if(cors.is_some(), cors.unwrap_or_default()).with(edge::Edge::new(metrics, allowed)).boxed()
 }

@@ -127,6 +127,26 @@ async fn malformed_requests_get_a_problem_never_a_500() {
 }
 
 #[tokio::test]
+async fn a_method_the_route_does_not_answer_is_405_with_the_methods_it_does() {
+    let app = spawn_app().await;
+    let user = app.register("lost").await;
+    let cases = [
+        (Method::PUT, "/chat/room", "POST"),
+        (Method::GET, "/chat/message", "POST"),
+        (Method::PUT, "/chat/message/0193d6a0-0000-7000-8000-000000000000", "PATCH, DELETE"),
+        (Method::DELETE, "/chat/messages", "GET, HEAD"),
+        (Method::POST, "/ws", "GET, HEAD"),
+        (Method::POST, "/metrics", "GET, HEAD"),
+    ];
+    for (method, path, allow) in cases {
+        let response = app.request(method.clone(), path).bearer_auth(&user.token).send().await.unwrap();
+        let header = response.headers().get("allow").map(|value| value.to_str().unwrap().to_owned());
+        assert_eq!(header.as_deref(), Some(allow), "{method} {path}");
+        expect_problem(response, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").await;
+    }
+}
+
+#[tokio::test]
 async fn bodies_over_64_kib_are_refused_with_413() {
     let app = spawn_app().await;
     let user = app.register("bulky").await;
