@@ -175,7 +175,9 @@ pub fn classify(error: &DomainError) -> (StatusCode, ErrorCode) {
         D::RoomNotFound => (StatusCode::NOT_FOUND, ErrorCode::RoomNotFound),
         D::MessageNotFound => (StatusCode::NOT_FOUND, ErrorCode::MessageNotFound),
         D::MessageDeleted => (StatusCode::GONE, ErrorCode::MessageDeleted),
-        D::Unavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable),
+        D::Unavailable { .. } | D::Overloaded { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ServiceUnavailable)
+        }
         D::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError),
     }
 }
@@ -195,6 +197,9 @@ impl From<DomainError> for ApiError {
                 tracing::error!(error = %source, "{what} unavailable")
             }
             DomainError::Internal(source) => tracing::error!(error = %source, "internal error"),
+            DomainError::Overloaded { what, .. } => {
+                tracing::warn!("{what} is busy: a request waited too long")
+            }
             _ => {}
         }
         Self {
@@ -334,6 +339,10 @@ mod tests {
             (DomainError::MessageNotFound, "MESSAGE_NOT_FOUND"),
             (DomainError::MessageDeleted, "MESSAGE_DELETED"),
             (DomainError::unavailable("database", "down"), "SERVICE_UNAVAILABLE"),
+            (
+                DomainError::Overloaded { what: "password hashing", retry_after: Duration::from_secs(1) },
+                "SERVICE_UNAVAILABLE",
+            ),
             (DomainError::internal("bug"), "INTERNAL_ERROR"),
         ];
         for (error, code) in errors {
@@ -402,5 +411,18 @@ mod tests {
         assert_eq!(body["type"], "about:blank");
         assert_eq!(body["title"], "Too Many Requests");
         assert_eq!(body["status"], 429);
+    }
+
+    #[tokio::test]
+    async fn an_overloaded_resource_is_a_503_with_retry_after() {
+        let error = DomainError::Overloaded { what: "password hashing", retry_after: Duration::from_secs(1) };
+        let response = ApiError::from(error).into_problem_response("req-2");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let body: serde_json::Value =
+            serde_json::from_str(&response.into_body().into_string().await.expect("body")).expect("json");
+        assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
+        assert_eq!(body["detail"], "password hashing is busy");
+        assert_eq!(body["status"], 503);
     }
 }

@@ -112,6 +112,15 @@ pub enum DomainError {
         #[source]
         source: BoxError,
     },
+    /// Too many requests are waiting for a bounded resource (such as password hashing) and
+    /// this one waited its whole allowance; the caller may retry after `retry_after`.
+    #[error("{what} is busy")]
+    Overloaded {
+        /// The resource, named for people: `password hashing`.
+        what: &'static str,
+        /// How long to wait before trying again.
+        retry_after: Duration,
+    },
     /// A bug or an unexpected state; the source goes to the log, never to the client.
     #[error("internal error")]
     Internal(#[source] BoxError),
@@ -124,7 +133,9 @@ impl DomainError {
     /// How long the caller should wait before trying again, for the refusals that have one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::TooManyAttempts { retry_after } | Self::RateLimited { retry_after } => Some(*retry_after),
+            Self::TooManyAttempts { retry_after }
+            | Self::RateLimited { retry_after }
+            | Self::Overloaded { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
