@@ -45,6 +45,9 @@ pub fn test_config(database_url: &str, vars: &[(&str, &str)]) -> Config {
         ("HOST".to_owned(), "127.0.0.1".to_owned()),
         ("PORT".to_owned(), "0".to_owned()),
         ("JWT_SECRET".to_owned(), JWT_SECRET.to_owned()),
+        // Tests register many users from one address; the registration throttle has a test of
+        // its own that sets a small budget.
+        ("REGISTRATIONS_PER_ADDRESS".to_owned(), "1000000".to_owned()),
     ]);
     env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     Config::from_lookup(|name| env.get(name).cloned()).expect("test configuration is valid")

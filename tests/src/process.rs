@@ -78,6 +78,8 @@ impl ServerProcess {
             ("PORT".into(), port.to_string()),
             ("JWT_SECRET".into(), "benchmark-secret-benchmark-secret!".into()),
             ("RUST_LOG".into(), "warn".into()),
+            // The benchmarks register hundreds of users from one address.
+            ("REGISTRATIONS_PER_ADDRESS".into(), "1000000".into()),
         ];
         let storage = match stack {
             Stack::Sqlite => {

@@ -167,7 +167,7 @@ pub enum MeResponse {
 }
 
 declare_errors! {
-    RegisterError: [400, 409, 413];
+    RegisterError: [400, 409, 413, 429];
     LoginError: [400, 401, 413, 429];
     /// Errors of routes that only need a valid token.
     SessionError: [401];
@@ -179,18 +179,21 @@ pub struct AuthApi;
 impl AuthApi {
     /// Register a user
     ///
-    /// Creates the account and logs it in. Registrations do not count against login limits.
+    /// Creates the account and logs it in. Registrations do not count against login limits;
+    /// attempts are limited per client address (`TOO_MANY_ATTEMPTS` with `Retry-After`).
     #[oai(path = "/auth/register", method = "post", operation_id = "register")]
     async fn register(
         &self,
         state: Data<&AppState>,
+        request: &Request,
         body: Json<RegisterRequest>,
     ) -> Result<RegisterResponse, RegisterError> {
         let Json(body) = body;
         let email = Email::parse(&body.email.get(domain::Field::Email)?)?;
         let username = Username::parse(&body.username.get(domain::Field::Username)?)?;
         let password = Password::parse(&body.password.get(domain::Field::Password)?)?;
-        let issued = state.auth.register(email, username, password).await?;
+        let client = request.remote_addr().as_socket_addr().map(|address| address.ip());
+        let issued = state.auth.register(email, username, password, client).await?;
         Ok(RegisterResponse::Created(Json(issued.into())))
     }
 

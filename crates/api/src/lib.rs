@@ -67,8 +67,9 @@ session lives. Each authenticated request extends the session to `expires_in` se
 `POST /auth/logout` ends one session, `POST /auth/logout-all` every session of the user.
 
 **Limits.** Sending is limited per user (`RATE_LIMIT_POINTS` per `RATE_LIMIT_DURATION` seconds); \
-failed logins per email and per client address. Both answer 429 with `Retry-After`. Request \
-bodies are limited to 64 KiB.";
+failed logins per email and per client address; registrations per client address. All answer \
+429 with `Retry-After`. When password hashing is saturated, register and login answer 503 \
+`SERVICE_UNAVAILABLE` with `Retry-After`. Request bodies are limited to 64 KiB.";
 
 /// The OpenAPI service: every REST operation, with no state attached (handlers read the
 /// [`AppState`] from the route), so the document can be produced without any adapter.

@@ -106,6 +106,7 @@ macro_rules! rate_limiter_contract {
             limited_attempts_do_not_extend_the_window,
             window_reopens_after_it_elapses,
             concurrent_acquires_allow_exactly_the_points,
+            release_gives_back_a_point_of_the_open_window,
         }
     };
     ($factory:expr $(,)?) => {

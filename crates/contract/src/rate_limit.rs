@@ -1,7 +1,8 @@
 //! The contract of [`RateLimiter`]: a fixed window per key that opens at the first point taken
 //! and closes `window` later, whatever happens meanwhile. `acquire` answers the points left
-//! after taking one; `peek` answers the points left now, taking none. A refusal's `retry_after`
-//! is the time until the window closes: more than zero, at most `window`.
+//! after taking one; `peek` answers the points left now, taking none; `release` gives one back
+//! to the open window, never beyond its points. A refusal's `retry_after` is the time until the
+//! window closes: more than zero, at most `window`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -174,4 +175,29 @@ pub async fn concurrent_acquires_allow_exactly_the_points<L: RateLimiter + ?Size
     remaining.sort_unstable();
     assert_eq!(remaining, vec![0, 1, 2, 3, 4], "exactly 5 allowed, each with its own count");
     assert_eq!(limited, 15);
+}
+
+pub async fn release_gives_back_a_point_of_the_open_window<L: RateLimiter + ?Sized>(limiter: Arc<L>) {
+    let key = fresh_key();
+    let limit = RateLimit { points: 2, window: LONG };
+    acquire(&*limiter, &key, limit).await;
+    acquire(&*limiter, &key, limit).await;
+    let before = retry_after(acquire(&*limiter, &key, limit).await, limit);
+    limiter.release(&key).await.expect("release");
+    assert_eq!(peek(&*limiter, &key, limit).await, RateDecision::Allowed { remaining: 1 });
+    assert_eq!(acquire(&*limiter, &key, limit).await, RateDecision::Allowed { remaining: 0 });
+    let after = retry_after(acquire(&*limiter, &key, limit).await, limit);
+    assert!(after <= before + ROUNDING, "a release keeps the window's end: {after:?} after {before:?}");
+
+    for _ in 0..4 {
+        limiter.release(&key).await.expect("release");
+    }
+    assert_eq!(
+        peek(&*limiter, &key, limit).await,
+        RateDecision::Allowed { remaining: 2 },
+        "releasing more than was taken never grows the budget"
+    );
+    let untouched = fresh_key();
+    limiter.release(&untouched).await.expect("release of a key never taken");
+    assert_eq!(peek(&*limiter, &untouched, limit).await, RateDecision::Allowed { remaining: 2 });
 }

@@ -72,9 +72,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let messages: Arc<dyn MessageService> = chat;
 
     let password = Password::parse("Modb0t-secret")?;
-    let bot = auth.register(Email::parse("bot@example.com")?, Username::parse("modbot")?, password).await?;
+    let bot =
+        auth.register(Email::parse("bot@example.com")?, Username::parse("modbot")?, password, None).await?;
     let ada = auth
-        .register(Email::parse("ada@example.com")?, Username::parse("ada")?, Password::parse("Passw0rd!")?)
+        .register(
+            Email::parse("ada@example.com")?,
+            Username::parse("ada")?,
+            Password::parse("Passw0rd!")?,
+            None,
+        )
         .await?;
     let bot_id = bot.user.id;
     let ada_id = ada.user.id;
@@ -466,6 +472,9 @@ impl RateLimiter for NoLimit {
     }
     async fn peek(&self, _key: &str, limit: RateLimit) -> DomainResult<RateDecision> {
         Ok(RateDecision::Allowed { remaining: limit.points })
+    }
+    async fn release(&self, _key: &str) -> DomainResult<()> {
+        Ok(())
     }
 }
 

@@ -29,6 +29,8 @@ pub struct AuthSettings {
     pub failed_logins_per_email: RateLimit,
     /// Failed logins allowed per client address.
     pub failed_logins_per_address: RateLimit,
+    /// Registration attempts allowed per client address, whatever their outcome.
+    pub registrations_per_address: RateLimit,
 }
 
 impl Default for AuthSettings {
@@ -39,6 +41,7 @@ impl Default for AuthSettings {
             token_lifetime: Duration::from_secs(7 * 24 * 3600),
             failed_logins_per_email: RateLimit { points: 5, window: quarter_hour },
             failed_logins_per_address: RateLimit { points: 50, window: quarter_hour },
+            registrations_per_address: RateLimit { points: 20, window: quarter_hour },
         }
     }
 }
@@ -96,12 +99,14 @@ pub struct AuthPorts {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait AuthService: Send + Sync {
-    /// Creates the user and logs them in.
+    /// Creates the user and logs them in. Every attempt from a client address counts against
+    /// its registration budget, before the password is hashed; past it, `TooManyAttempts`.
     async fn register(
         &self,
         email: Email,
         username: Username,
         password: Password,
+        client: Option<IpAddr>,
     ) -> DomainResult<IssuedToken>;
 
     /// Checks the password and opens a session. Failed attempts count against the email and the
@@ -206,6 +211,47 @@ impl AuthUseCases {
         keys
     }
 
+    /// Takes a point of each budget, in order. If one refuses, the points already taken are
+    /// given back and the attempt is refused with that budget's wait.
+    async fn reserve(&self, keys: &[(String, RateLimit)]) -> DomainResult<()> {
+        for (at, (key, limit)) in keys.iter().enumerate() {
+            let decision = match self.ports.limiter.acquire(key, *limit).await {
+                Ok(decision) => decision,
+                Err(error) => {
+                    self.give_back(&keys[..at]).await;
+                    return Err(error);
+                }
+            };
+            if let RateDecision::Limited { retry_after } = decision {
+                self.give_back(&keys[..at]).await;
+                return Err(DomainError::TooManyAttempts { retry_after });
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back points reserved for an attempt that does not count. A failure costs the
+    /// client one point of its budget at worst, so it is logged rather than failing the request.
+    async fn give_back(&self, keys: &[(String, RateLimit)]) {
+        for (key, _) in keys {
+            if let Err(error) = self.ports.limiter.release(key).await {
+                tracing::warn!(%error, "could not give back a reserved login attempt");
+            }
+        }
+    }
+
+    /// The user whose email and password these are, or `None`. An unknown email is checked
+    /// against a decoy hash, so it costs what a wrong password costs.
+    async fn check_password(&self, email: &Email, password: &Password) -> DomainResult<Option<User>> {
+        let credentials = self.ports.users.find_credentials(email).await?;
+        let hash = match &credentials {
+            Some(found) => found.password_hash.clone(),
+            None => self.decoy_hash().await?.clone(),
+        };
+        let password_matches = self.ports.hasher.verify(password, &hash).await?;
+        Ok(credentials.filter(|_| password_matches).map(|found| found.user))
+    }
+
     async fn decoy_hash(&self) -> DomainResult<&PasswordHash> {
         self.decoy_hash
             .get_or_try_init(|| async {
@@ -233,7 +279,15 @@ impl AuthService for AuthUseCases {
         email: Email,
         username: Username,
         password: Password,
+        client: Option<IpAddr>,
     ) -> DomainResult<IssuedToken> {
+        if let Some(address) = client {
+            let key = format!("register:addr:{address}");
+            let limit = self.settings.registrations_per_address;
+            if let RateDecision::Limited { retry_after } = self.ports.limiter.acquire(&key, limit).await? {
+                return Err(DomainError::TooManyAttempts { retry_after });
+            }
+        }
         let password_hash = self.ports.hasher.hash(&password).await?;
         let user = User { id: UserId::generate(), email, username, created_at: self.ports.clock.now() };
         self.ports.users.create(&user, &password_hash).await?;
@@ -246,26 +300,23 @@ impl AuthService for AuthUseCases {
         password: Password,
         client: Option<IpAddr>,
     ) -> DomainResult<IssuedToken> {
+        // Every attempt reserves its point on each budget before its password is checked, so
+        // attempts running at once cannot all pass a check of the budget made before any of
+        // them failed. Only a success gives the points back.
         let keys = self.login_keys(&email, client);
-        for (key, limit) in &keys {
-            if let RateDecision::Limited { retry_after } = self.ports.limiter.peek(key, *limit).await? {
-                return Err(DomainError::TooManyAttempts { retry_after });
-            }
-        }
+        self.reserve(&keys).await?;
 
-        let credentials = self.ports.users.find_credentials(&email).await?;
-        let hash = match &credentials {
-            Some(found) => found.password_hash.clone(),
-            None => self.decoy_hash().await?.clone(),
-        };
-        let password_matches = self.ports.hasher.verify(&password, &hash).await?;
-        match credentials {
-            Some(found) if password_matches => self.open_session(found.user).await,
-            _ => {
-                for (key, limit) in &keys {
-                    self.ports.limiter.acquire(key, *limit).await?;
-                }
-                Err(DomainError::InvalidCredentials)
+        let checked = self.check_password(&email, &password).await;
+        match checked {
+            Ok(Some(user)) => {
+                self.give_back(&keys).await;
+                self.open_session(user).await
+            }
+            Ok(None) => Err(DomainError::InvalidCredentials),
+            Err(error) => {
+                // Nothing was judged: the attempt does not count.
+                self.give_back(&keys).await;
+                Err(error)
             }
         }
     }
@@ -405,13 +456,143 @@ mod tests {
         }
     }
 
-    fn allow_everything(limiter: &mut MockRateLimiter) {
-        limiter.expect_peek().returning(|_, limit| Ok(RateDecision::Allowed { remaining: limit.points }));
+    fn credentials_of(
+        found: &User,
+    ) -> impl FnMut(&Email) -> DomainResult<Option<Credentials>> + Send + 'static {
+        let found = found.clone();
+        move |_| Ok(Some(Credentials { user: found.clone(), password_hash: PasswordHash::new("phc".into()) }))
+    }
+
+    #[tokio::test]
+    async fn a_registration_past_the_address_budget_is_refused_before_hashing() {
+        let mut mocks = Mocks::new();
+        mocks
+            .limiter
+            .expect_acquire()
+            .with(eq("register:addr:10.0.0.9"), mockall::predicate::always())
+            .times(1)
+            .returning(|_, _| Ok(RateDecision::Limited { retry_after: Duration::from_secs(60) }));
+        mocks.hasher.expect_hash().never();
+        mocks.users.expect_create().never();
+
+        let error = mocks
+            .service()
+            .register(
+                Email::parse("ada@example.com").unwrap(),
+                Username::parse("ada").unwrap(),
+                Password::parse("Passw0rd!").unwrap(),
+                Some([10, 0, 0, 9].into()),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(error, DomainError::TooManyAttempts { .. }), "{error:?}");
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(60)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_wrong_guesses_each_spend_an_attempt_and_only_the_budget_reaches_the_hasher() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let budget = AuthSettings::default().failed_logins_per_email;
+        let mut mocks = Mocks::new();
+        // The store's count of the email's window, as a shared limiter would keep it.
+        let taken = Arc::new(AtomicU32::new(0));
+        let count = Arc::clone(&taken);
+        mocks.limiter.expect_acquire().with(eq("login:email:ada@example.com"), eq(budget)).returning(
+            move |_, limit| {
+                let before = count.fetch_add(1, Ordering::SeqCst);
+                Ok(if before < limit.points {
+                    RateDecision::Allowed { remaining: limit.points - before - 1 }
+                } else {
+                    RateDecision::Limited { retry_after: Duration::from_secs(900) }
+                })
+            },
+        );
+        mocks.limiter.expect_peek().never();
+        mocks.limiter.expect_release().never();
+        mocks.users.expect_find_credentials().returning(credentials_of(&user()));
+        mocks.hasher.expect_verify().times(budget.points as usize).returning(|_, _| Ok(false));
+        let service = Arc::new(mocks.service());
+
+        let guesses: Vec<_> = (0..20)
+            .map(|n| {
+                let service = Arc::clone(&service);
+                tokio::spawn(async move {
+                    let guess = Password::attempt(&format!("guess-{n}")).unwrap();
+                    service.login(Email::parse("ada@example.com").unwrap(), guess, None).await
+                })
+            })
+            .collect();
+        let (mut wrong, mut throttled) = (0, 0);
+        for guess in guesses {
+            match guess.await.unwrap() {
+                Err(DomainError::InvalidCredentials) => wrong += 1,
+                Err(DomainError::TooManyAttempts { .. }) => throttled += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(taken.load(Ordering::SeqCst), 20, "every guess reserved an attempt");
+        assert_eq!((wrong, throttled), (5, 15));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_by_the_address_budget_gives_back_the_email_point() {
+        let mut mocks = Mocks::new();
+        mocks
+            .limiter
+            .expect_acquire()
+            .with(eq("login:email:ada@example.com"), mockall::predicate::always())
+            .times(1)
+            .returning(|_, _| Ok(RateDecision::Allowed { remaining: 4 }));
+        mocks
+            .limiter
+            .expect_acquire()
+            .with(eq("login:addr:10.0.0.1"), mockall::predicate::always())
+            .times(1)
+            .returning(|_, _| Ok(RateDecision::Limited { retry_after: Duration::from_secs(7) }));
+        mocks.limiter.expect_release().with(eq("login:email:ada@example.com")).times(1).returning(|_| Ok(()));
+        mocks.users.expect_find_credentials().never();
+        mocks.hasher.expect_verify().never();
+
+        let error = mocks
+            .service()
+            .login(
+                Email::parse("ada@example.com").unwrap(),
+                Password::attempt("x").unwrap(),
+                Some([10, 0, 0, 1].into()),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
+    }
+
+    #[tokio::test]
+    async fn an_attempt_the_hasher_could_not_judge_does_not_count() {
+        let mut mocks = Mocks::new();
+        mocks.limiter.expect_acquire().times(1).returning(|_, _| Ok(RateDecision::Allowed { remaining: 4 }));
+        mocks.limiter.expect_release().with(eq("login:email:ada@example.com")).times(1).returning(|_| Ok(()));
+        mocks.users.expect_find_credentials().returning(credentials_of(&user()));
+        mocks.hasher.expect_verify().times(1).returning(|_, _| {
+            Err(DomainError::Overloaded { what: "password hashing", retry_after: Duration::from_secs(1) })
+        });
+
+        let error = mocks
+            .service()
+            .login(Email::parse("ada@example.com").unwrap(), Password::attempt("x").unwrap(), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, DomainError::Overloaded { .. }), "{error:?}");
     }
 
     #[tokio::test]
     async fn register_stores_a_hash_and_opens_a_session_named_by_the_token() {
         let mut mocks = Mocks::new();
+        mocks
+            .limiter
+            .expect_acquire()
+            .with(eq("register:addr:10.0.0.1"), eq(AuthSettings::default().registrations_per_address))
+            .times(1)
+            .returning(|_, _| Ok(RateDecision::Allowed { remaining: 19 }));
+        mocks.limiter.expect_release().never();
         mocks.hasher.expect_hash().times(1).returning(|_| Ok(PasswordHash::new("phc".into())));
         mocks
             .users
@@ -438,6 +619,7 @@ mod tests {
                 Email::parse("ada@example.com").unwrap(),
                 Username::parse("ada").unwrap(),
                 Password::parse("Passw0rd!").unwrap(),
+                Some([10, 0, 0, 1].into()),
             )
             .await
             .unwrap();
@@ -452,7 +634,7 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_email_costs_a_hash_check_and_counts_as_a_failure() {
         let mut mocks = Mocks::new();
-        allow_everything(&mut mocks.limiter);
+        mocks.limiter.expect_release().never();
         mocks.users.expect_find_credentials().returning(|_| Ok(None));
         mocks.hasher.expect_hash().times(1).returning(|_| Ok(PasswordHash::new("decoy".into())));
         mocks
@@ -489,13 +671,15 @@ mod tests {
     #[tokio::test]
     async fn a_right_password_logs_in_without_counting() {
         let mut mocks = Mocks::new();
-        allow_everything(&mut mocks.limiter);
-        let found = user();
-        mocks.users.expect_find_credentials().returning(move |_| {
-            Ok(Some(Credentials { user: found.clone(), password_hash: PasswordHash::new("phc".into()) }))
-        });
+        mocks
+            .limiter
+            .expect_acquire()
+            .with(eq("login:email:ada@example.com"), mockall::predicate::always())
+            .times(1)
+            .returning(|_, _| Ok(RateDecision::Allowed { remaining: 4 }));
+        mocks.limiter.expect_release().with(eq("login:email:ada@example.com")).times(1).returning(|_| Ok(()));
+        mocks.users.expect_find_credentials().returning(credentials_of(&user()));
         mocks.hasher.expect_verify().times(1).returning(|_, _| Ok(true));
-        mocks.limiter.expect_acquire().never();
         mocks.tokens.expect_encode().returning(|_| Ok("token".into()));
         mocks.sessions.expect_create().times(1).returning(|_, _| Ok(()));
 
@@ -512,8 +696,10 @@ mod tests {
         let mut mocks = Mocks::new();
         mocks
             .limiter
-            .expect_peek()
+            .expect_acquire()
+            .times(1)
             .returning(|_, _| Ok(RateDecision::Limited { retry_after: Duration::from_secs(42) }));
+        mocks.limiter.expect_release().never();
         mocks.users.expect_find_credentials().never();
         mocks.hasher.expect_verify().never();
 

@@ -33,7 +33,7 @@
 //! | [`MessageCache`] | the latest [`RECENT_MESSAGES`] of busy rooms, so opening a room skips storage |
 //! | [`SessionStore`], [`TicketStore`] | server-side sessions that slide, and single-use connect tickets |
 //! | [`TokenCodec`], [`PasswordHasher`] | signed access tokens and slow password hashes |
-//! | [`RateLimiter`] | fixed-window budgets per key (sends, failed logins) |
+//! | [`RateLimiter`] | fixed-window budgets per key (sends, failed logins, registrations) |
 //! | [`EventBus`], [`Presence`] | live events for every instance, and who has a live connection |
 //! | [`Clock`], [`Probe`] | the time, and readiness of each dependency |
 //!

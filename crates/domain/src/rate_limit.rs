@@ -49,6 +49,10 @@ pub trait RateLimiter: Send + Sync {
     async fn acquire(&self, key: &str, limit: RateLimit) -> DomainResult<RateDecision>;
     /// Says whether a point could be taken, without taking it.
     async fn peek(&self, key: &str, limit: RateLimit) -> DomainResult<RateDecision>;
+    /// Gives back one point taken from the key's open window, for an action reserved before it
+    /// could be judged that turned out not to count. The window keeps its end; a key with no
+    /// open window or no point taken is left as it is, so the budget never grows past its points.
+    async fn release(&self, key: &str) -> DomainResult<()>;
     /// One [`Self::acquire`] per entry, in order: a key that repeats takes a point per entry, so
     /// its first entries are allowed while the window has points. Answered together; an adapter
     /// may make it one round trip.
@@ -125,6 +129,13 @@ impl RateLimiter for FallbackRateLimiter {
         match self.answered(self.primary.peek(key, limit).await) {
             Some(decision) => Ok(decision),
             None => self.fallback.peek(key, limit).await,
+        }
+    }
+
+    async fn release(&self, key: &str) -> DomainResult<()> {
+        match self.answered(self.primary.release(key).await) {
+            Some(()) => Ok(()),
+            None => self.fallback.release(key).await,
         }
     }
 }

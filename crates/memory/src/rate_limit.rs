@@ -118,6 +118,17 @@ impl RateLimiter for InMemoryRateLimiter {
             _ => RateDecision::Allowed { remaining: limit.points },
         })
     }
+
+    async fn release(&self, key: &str) -> DomainResult<()> {
+        let now = Instant::now();
+        let mut shard = self.shards.of(key);
+        if let Some(window) = shard.windows.get_mut(key)
+            && window.is_open(now)
+        {
+            window.used = window.used.saturating_sub(1);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -59,6 +59,18 @@ return {0, points - used, left}
     )
 });
 
+/// Gives back one point of an open window; the key keeps its TTL, and a key with no point taken
+/// (or none at all) is left alone.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r"
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used > 0 then redis.call('DECR', KEYS[1]) end
+return 0
+",
+    )
+});
+
 /// [`RateLimiter`] on Redis. While Redis is unreachable it answers `Unavailable`; the server
 /// wraps it in a [`FallbackRateLimiter`](convo_domain::FallbackRateLimiter) to count on an
 /// in-process limiter meanwhile.
@@ -203,5 +215,11 @@ impl RateLimiter for RedisRateLimiter {
         }
         let keys = vec![self.redis.keys().rate(key)];
         Ok(Grant::parse(self.redis.script(WHAT, &PEEK, keys, Self::args(limit, 1)).await?, limit)?.first())
+    }
+
+    async fn release(&self, key: &str) -> DomainResult<()> {
+        let keys = vec![self.redis.keys().rate(key)];
+        self.redis.script(WHAT, &RELEASE, keys, Vec::new()).await?;
+        Ok(())
     }
 }

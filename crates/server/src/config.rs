@@ -29,6 +29,8 @@ pub struct Config {
     pub session_ttl: Duration,
     pub rate_limit_points: u32,
     pub rate_limit_duration: Duration,
+    /// Registration attempts per client address per 15 minutes.
+    pub registrations_per_address: u32,
     pub host: IpAddr,
     pub port: u16,
     pub environment: Environment,
@@ -45,6 +47,7 @@ impl fmt::Debug for Config {
             .field("session_ttl", &self.session_ttl)
             .field("rate_limit_points", &self.rate_limit_points)
             .field("rate_limit_duration", &self.rate_limit_duration)
+            .field("registrations_per_address", &self.registrations_per_address)
             .field("host", &self.host)
             .field("port", &self.port)
             .field("environment", &self.environment)
@@ -163,6 +166,7 @@ impl Config {
             session_ttl: Duration::from_secs(number(&var, "SESSION_TTL", 3600, 1..=31_536_000)?),
             rate_limit_points: number(&var, "RATE_LIMIT_POINTS", 5, 1..=1_000_000)?,
             rate_limit_duration: Duration::from_secs(number(&var, "RATE_LIMIT_DURATION", 10, 1..=86_400)?),
+            registrations_per_address: number(&var, "REGISTRATIONS_PER_ADDRESS", 20, 1..=1_000_000)?,
             host: match var("HOST") {
                 None => IpAddr::from([127, 0, 0, 1]),
                 Some(host) if host == "localhost" => IpAddr::from([127, 0, 0, 1]),
@@ -235,6 +239,7 @@ mod tests {
         assert_eq!(config.session_ttl, Duration::from_secs(3600));
         assert_eq!(config.rate_limit_points, 5);
         assert_eq!(config.rate_limit_duration, Duration::from_secs(10));
+        assert_eq!(config.registrations_per_address, 20);
         assert_eq!(config.port, 3000);
         assert_eq!(config.host, IpAddr::from([127, 0, 0, 1]));
         assert_eq!(config.environment, Environment::Development);
@@ -251,6 +256,7 @@ mod tests {
             (&[("RATE_LIMIT_POINTS", "five")], "RATE_LIMIT_POINTS"),
             (&[("RATE_LIMIT_POINTS", "0")], "RATE_LIMIT_POINTS"),
             (&[("RATE_LIMIT_DURATION", "-1")], "RATE_LIMIT_DURATION"),
+            (&[("REGISTRATIONS_PER_ADDRESS", "0")], "REGISTRATIONS_PER_ADDRESS"),
             (&[("SESSION_TTL", "1h")], "SESSION_TTL"),
             (&[("PORT", "70000")], "PORT"),
             (&[("HOST", "example.com")], "HOST"),

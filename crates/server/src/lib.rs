@@ -75,7 +75,17 @@ pub fn app_over(
             events: adapters.events.clone(),
             clock: clock.clone(),
         },
-        AuthSettings { session_ttl: config.session_ttl, ..AuthSettings::default() },
+        {
+            let defaults = AuthSettings::default();
+            AuthSettings {
+                session_ttl: config.session_ttl,
+                registrations_per_address: RateLimit {
+                    points: config.registrations_per_address,
+                    ..defaults.registrations_per_address
+                },
+                ..defaults
+            }
+        },
     );
     let chat = ChatUseCases::new(
         ChatPorts {

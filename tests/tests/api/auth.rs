@@ -1,6 +1,6 @@
 //! Registration, login, sessions and logout, end to end.
 
-use convo_tests::{PASSWORD, expect_problem, expect_status, spawn_app};
+use convo_tests::{Backend, PASSWORD, expect_problem, expect_status, spawn_app, spawn_app_with};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -233,4 +233,54 @@ async fn sessions_end_after_the_ttl_without_activity_and_slide_with_it() {
         "UNAUTHORIZED",
     )
     .await;
+}
+
+#[tokio::test]
+async fn parallel_wrong_guesses_for_one_email_spend_the_budget_once() {
+    let app = spawn_app().await;
+    let user = app.register("shannon").await;
+    let guesses = (0..20).map(|n| {
+        app.request(Method::POST, "/auth/login")
+            .json(&json!({"email": user.email, "password": format!("Gu3ss-number-{n}")}))
+            .send()
+    });
+    let responses = futures_util::future::join_all(guesses).await;
+    let (mut wrong, mut throttled) = (0, 0);
+    for response in responses {
+        let response = response.unwrap();
+        match response.status() {
+            StatusCode::UNAUTHORIZED => {
+                wrong += 1;
+                expect_problem(response, StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS").await;
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                throttled += 1;
+                let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!((1..=900).contains(&retry_after), "{retry_after}");
+                expect_problem(response, StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_ATTEMPTS").await;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((wrong, throttled), (5, 15), "only the budget of 5 was checked against the hash");
+}
+
+#[tokio::test]
+async fn registrations_are_throttled_per_client_address() {
+    let app = spawn_app_with(Backend::Sqlite, &[("REGISTRATIONS_PER_ADDRESS", "3")]).await.unwrap();
+    let first = app.register("reg_one").await;
+    for name in ["reg_two", "reg_three"] {
+        app.register(name).await;
+    }
+    let response = app
+        .request(Method::POST, "/auth/register")
+        .json(&json!({"email": "reg_four@example.com", "username": "reg_four", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=900).contains(&retry_after), "{retry_after}");
+    expect_problem(response, StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_ATTEMPTS").await;
+    // Logins have budgets of their own.
+    app.login(&first).await;
 }
