@@ -137,8 +137,9 @@ pub trait AuthService: Send + Sync {
 
     /// Follows the grant's session for a live connection: the follow ends within
     /// [`CHECK_EVERY`](crate::session_watch::CHECK_EVERY) of the session ending, whether or not
-    /// its announcement is heard, and at the token's expiry at the latest. Following is not
-    /// activity: it never extends the session.
+    /// its announcement is heard, and at the token's expiry at the latest. Following alone is
+    /// not activity; [`SessionFollow::note_activity`] (a frame from the connection's client) is,
+    /// and extends the session at the next check.
     fn follow_session(&self, grant: &AccessGrant) -> SessionFollow;
 
     /// The caller's own account.
@@ -175,7 +176,8 @@ impl AuthUseCases {
     /// The use cases over these ports, with these settings.
     pub fn new(ports: AuthPorts, settings: AuthSettings) -> Self {
         let sessions = session_cache(Arc::clone(&ports.events), settings.session_ttl);
-        let watch = SessionWatch::new(Arc::clone(&ports.sessions), Arc::clone(&sessions));
+        let watch =
+            SessionWatch::new(Arc::clone(&ports.sessions), Arc::clone(&sessions), settings.session_ttl);
         Self { ports, settings, decoy_hash: OnceCell::new(), sessions, watch }
     }
 

@@ -6,13 +6,16 @@
 //! whoever follows them. This is the safety net: one task per instance asks the
 //! [`SessionStore`] about every followed session at once, every [`CHECK_EVERY`], with
 //! [`SessionStore::alive_many`] (one round trip, no write), and ends the follows of each session
-//! found gone. The check does not extend a session: an open connection is not activity, so a
-//! session that no request uses for its idle lifetime ends, and its connections with it. While
-//! the store cannot be reached, follows stay open: the next check that gets an answer decides.
+//! found gone. The check does not extend a session, since an open connection is not activity;
+//! a connection's frames are, and a session whose connections sent frames since the last check
+//! is touched instead (which extends it as a request would, and finds it gone the same way), at
+//! most once per quarter of its idle lifetime. A session neither requests nor
+//! frames use for its idle lifetime ends, and its connections with it. While the store cannot
+//! be reached, follows stay open: the next check that gets an answer decides.
 //!
 //! Each [`SessionFollow`] also ends on its own at the token's expiry, with no store involved.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -30,6 +33,9 @@ use crate::sync::lock;
 
 /// How often every followed session is checked against the store.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// A session in use over a connection is extended at most once per this part of its idle
+/// lifetime (a quarter: it never comes near expiring while frames keep coming).
+const SLIDE_EVERY_PART: u32 = 4;
 /// The furthest ahead a token's expiry is scheduled (the timer's range is finite); a token
 /// valid for longer is cut at this, which no configuration comes near.
 const LONGEST_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -71,6 +77,16 @@ impl SessionFollow {
             found_gone: false,
             expiry: Box::pin(sleep_until(expires)),
             _registration: None,
+        }
+    }
+
+    /// Notes that the connection was used (a frame from its client): activity, which extends
+    /// the session at the watch's next check.
+    pub fn note_activity(&self) {
+        if let Some(registration) = &self._registration
+            && let Some(watch) = registration.watch.upgrade()
+        {
+            lock(&watch.active).insert(registration.session);
         }
     }
 
@@ -137,6 +153,11 @@ struct Shared {
     /// Forgets the sessions found gone, so that requests on this instance are refused at once.
     cache: Arc<SessionCache>,
     followed: Mutex<HashMap<Principal, Followers>>,
+    /// Followed sessions whose connections sent frames since the last check.
+    active: Mutex<HashSet<Principal>>,
+    /// When each session in use was last extended here.
+    extended: Mutex<HashMap<Principal, Instant>>,
+    session_ttl: Duration,
     next_follower: AtomicU64,
 }
 
@@ -162,9 +183,16 @@ impl Drop for SessionWatch {
 }
 
 impl SessionWatch {
-    pub(crate) fn new(store: Arc<dyn SessionStore>, cache: Arc<SessionCache>) -> Self {
-        let shared =
-            Shared { store, cache, followed: Mutex::new(HashMap::new()), next_follower: AtomicU64::new(0) };
+    pub(crate) fn new(store: Arc<dyn SessionStore>, cache: Arc<SessionCache>, session_ttl: Duration) -> Self {
+        let shared = Shared {
+            store,
+            cache,
+            followed: Mutex::new(HashMap::new()),
+            active: Mutex::new(HashSet::new()),
+            extended: Mutex::new(HashMap::new()),
+            session_ttl,
+            next_follower: AtomicU64::new(0),
+        };
         Self { shared: Arc::new(shared), task: Mutex::new(None) }
     }
 
@@ -202,14 +230,51 @@ async fn watch(shared: Weak<Shared>) {
         if followed.is_empty() {
             continue;
         }
-        let ended = shared.check(followed).await;
+        let (in_use, idle) = shared.split_in_use(followed);
+        let mut ended = shared.extend(in_use).await;
+        ended.extend(shared.check(idle).await);
         shared.end(&ended);
     }
 }
 
 impl Shared {
+    /// The followed sessions due to be extended (used since the last check, and not extended
+    /// for a while), and the rest.
+    fn split_in_use(&self, followed: Vec<Principal>) -> (Vec<Principal>, Vec<Principal>) {
+        let active = std::mem::take(&mut *lock(&self.active));
+        let mut extended = lock(&self.extended);
+        extended.retain(|session, _| followed.contains(session));
+        let now = Instant::now();
+        let slide_every = self.session_ttl / SLIDE_EVERY_PART;
+        followed.into_iter().partition(|session| {
+            active.contains(session)
+                && extended.get(session).is_none_or(|last| now.duration_since(*last) >= slide_every)
+        })
+    }
+
+    /// Extends each session in use, as a request would; answers the ones the store no longer
+    /// has. One touch per session, however many connections it has.
+    async fn extend(&self, sessions: Vec<Principal>) -> Vec<Principal> {
+        let mut ended = Vec::new();
+        for session in sessions {
+            match self.store.touch(session.session_id, self.session_ttl).await {
+                Ok(Some(_)) => {
+                    lock(&self.extended).insert(session, Instant::now());
+                }
+                Ok(None) => ended.push(session),
+                Err(error) => {
+                    tracing::debug!(%error, "could not extend a live session; its connections stay open");
+                }
+            }
+        }
+        ended
+    }
+
     /// The sessions the store no longer has, in one round trip.
     async fn check(&self, sessions: Vec<Principal>) -> Vec<Principal> {
+        if sessions.is_empty() {
+            return Vec::new();
+        }
         let ids: Vec<SessionId> = sessions.iter().map(|principal| principal.session_id).collect();
         match self.store.alive_many(&ids).await {
             Ok(alive) if alive.len() == ids.len() => sessions
@@ -277,7 +342,60 @@ mod tests {
     }
 
     fn watch(store: MockSessionStore) -> SessionWatch {
-        SessionWatch::new(Arc::new(store), cache())
+        SessionWatch::new(Arc::new(store), cache(), TTL)
+    }
+
+    fn session_of(grant: &AccessGrant) -> crate::session::Session {
+        crate::session::Session {
+            id: grant.principal.session_id,
+            user_id: grant.principal.user_id,
+            created_at: grant.issued_at,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_used_over_its_connection_is_extended_at_most_once_per_quarter_of_its_lifetime() {
+        let (used, unused) = (grant(far()), grant(far()));
+        let touches = Arc::new(Mutex::new(0usize));
+        let counted = Arc::clone(&touches);
+        let (used_id, alive) = (used.principal.session_id, session_of(&used));
+        let mut store = MockSessionStore::new();
+        store.expect_touch().withf(move |id, ttl| *id == used_id && *ttl == TTL).returning(move |_, _| {
+            *lock(&counted) += 1;
+            Ok(Some(alive.clone()))
+        });
+        store.expect_alive_many().returning(|ids| Ok(vec![true; ids.len()]));
+        let watch = watch(store);
+        let now = Utc::now();
+        let (follow, _idle) = (watch.follow(&used, now), watch.follow(&unused, now));
+
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(*lock(&touches), 0, "an open connection alone is not activity");
+        follow.note_activity();
+        tokio::time::sleep(CHECK_EVERY).await;
+        assert_eq!(*lock(&touches), 1, "a frame extends the session at the next check");
+        for _ in 0..5 {
+            follow.note_activity();
+            tokio::time::sleep(CHECK_EVERY).await;
+        }
+        assert_eq!(*lock(&touches), 1, "not again within a quarter of its lifetime");
+        tokio::time::sleep(TTL / SLIDE_EVERY_PART).await;
+        follow.note_activity();
+        tokio::time::sleep(CHECK_EVERY).await;
+        assert_eq!(*lock(&touches), 2, "and again once a quarter has passed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_in_use_found_gone_when_extended_ends_its_follows() {
+        let used = grant(far());
+        let mut store = MockSessionStore::new();
+        store.expect_touch().returning(|_, _| Ok(None));
+        store.expect_alive_many().returning(|ids| Ok(vec![true; ids.len()]));
+        let watch = watch(store);
+        let mut follow = watch.follow(&used, Utc::now());
+        follow.note_activity();
+        let ended = tokio::time::timeout(CHECK_EVERY * 2, follow.ended()).await;
+        assert_eq!(ended.ok(), Some(SessionEnd::Ended));
     }
 
     fn far() -> TimeDelta {

@@ -605,6 +605,19 @@ async fn a_session_that_expires_closes_its_sockets_with_4001(app: TestApp) {
     assert_eq!(client.expect_close_within(Duration::from_secs(5)).await, 4001);
 }
 
+async fn a_session_in_use_over_its_socket_stays_alive(app: TestApp) {
+    let user = app.register("chatting").await;
+    let mut client = WsClient::connect(&app, &user.token).await;
+    // SESSION_TTL is 2 s; the client's frames are activity, so the session outlives it.
+    for n in 0..10 {
+        let reference = format!("p{n}");
+        client.send(json!({"type": "ping", "ref": reference})).await;
+        assert_eq!(client.recv_kind("pong").await["ref"], reference.as_str());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    expect_status(app.get("/auth/me", &user.token).send().await.unwrap(), StatusCode::OK).await;
+}
+
 async fn a_socket_closes_with_4001_at_its_tokens_expiry_whether_opened_by_token_or_ticket(app: TestApp) {
     let user = app.register("shortlived").await;
     // The same session, named by a token that expires within three seconds: no setting makes
@@ -685,6 +698,7 @@ on_both_deployments! {
     replies_to_sends_and_edits_keep_frame_order_across_rooms: [("RATE_LIMIT_POINTS", "1000")];
     a_join_during_a_burst_to_that_room_replays_no_message_before_its_ack: [("RATE_LIMIT_POINTS", "1000")];
     a_session_that_expires_closes_its_sockets_with_4001: [("SESSION_TTL", "2")];
+    a_session_in_use_over_its_socket_stays_alive: [("SESSION_TTL", "2")];
     a_socket_closes_with_4001_at_its_tokens_expiry_whether_opened_by_token_or_ticket: [];
     a_client_silent_for_60_seconds_is_closed: [];
 }

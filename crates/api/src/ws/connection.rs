@@ -37,8 +37,9 @@
 //! Session end. A connection closes with 4001 when its session ends: at once when the
 //! announcement of a logout is heard ([`Topic::Sessions`]), and otherwise within a second, when
 //! the instance's check of every live connection's session finds it gone (the domain's
-//! [`SessionFollow`]; an open connection does not extend its session, requests do). It closes
-//! with 4001 at its token's expiry at the latest, whatever the session.
+//! [`SessionFollow`]). An open connection alone does not extend its session; its client's
+//! frames do, as requests do. It closes with 4001 at its token's expiry at the latest, whatever
+//! the session.
 //!
 //! Closing. When the connection closes on its own terms (shutdown 1001, session ended 4001,
 //! policy 1008), it first queues the replies in flight, for up to `ANSWER_GRACE` (10 s) but not
@@ -439,6 +440,8 @@ impl Connection {
                 return (!open).then_some(Ending::Gone);
             }
         };
+        // A frame from the client is activity: it extends the session as a request does.
+        self.session.note_activity();
         let reply = match self.handle_frame(frame, reference.clone()).await {
             Ok(Some(reply)) => reply,
             Ok(None) => return None,
