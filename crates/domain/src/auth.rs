@@ -468,12 +468,11 @@ mod tests {
     #[tokio::test]
     async fn a_registration_past_the_address_budget_is_refused_before_hashing() {
         let mut mocks = Mocks::new();
-        mocks
-            .limiter
-            .expect_acquire()
-            .with(eq("register:addr:10.0.0.9"), mockall::predicate::always())
-            .times(1)
-            .returning(|_, _| Ok(RateDecision::Limited { retry_after: Duration::from_secs(60) }));
+        budget_answers(
+            &mut mocks,
+            "register:addr:10.0.0.9",
+            RateDecision::Limited { retry_after: Duration::from_secs(60) },
+        );
         mocks.hasher.expect_hash().never();
         mocks.users.expect_create().never();
 
@@ -536,21 +535,25 @@ mod tests {
         assert_eq!((wrong, throttled), (5, 15));
     }
 
+    /// The limiter answers one acquire of `key`, whatever the budget, with `decision`.
+    fn budget_answers(mocks: &mut Mocks, key: &'static str, decision: RateDecision) {
+        mocks
+            .limiter
+            .expect_acquire()
+            .with(eq(key), mockall::predicate::always())
+            .times(1)
+            .returning(move |_, _| Ok(decision));
+    }
+
     #[tokio::test]
     async fn a_refusal_by_the_address_budget_gives_back_the_email_point() {
         let mut mocks = Mocks::new();
-        mocks
-            .limiter
-            .expect_acquire()
-            .with(eq("login:email:ada@example.com"), mockall::predicate::always())
-            .times(1)
-            .returning(|_, _| Ok(RateDecision::Allowed { remaining: 4 }));
-        mocks
-            .limiter
-            .expect_acquire()
-            .with(eq("login:addr:10.0.0.1"), mockall::predicate::always())
-            .times(1)
-            .returning(|_, _| Ok(RateDecision::Limited { retry_after: Duration::from_secs(7) }));
+        budget_answers(&mut mocks, "login:email:ada@example.com", RateDecision::Allowed { remaining: 4 });
+        budget_answers(
+            &mut mocks,
+            "login:addr:10.0.0.1",
+            RateDecision::Limited { retry_after: Duration::from_secs(7) },
+        );
         mocks.limiter.expect_release().with(eq("login:email:ada@example.com")).times(1).returning(|_| Ok(()));
         mocks.users.expect_find_credentials().never();
         mocks.hasher.expect_verify().never();
@@ -645,18 +648,8 @@ mod tests {
             .withf(|_, hash| hash.as_str() == "decoy")
             .times(1)
             .returning(|_, _| Ok(true));
-        mocks
-            .limiter
-            .expect_acquire()
-            .with(eq("login:email:nobody@example.com"), mockall::predicate::always())
-            .times(1)
-            .returning(|_, _| Ok(RateDecision::Allowed { remaining: 4 }));
-        mocks
-            .limiter
-            .expect_acquire()
-            .with(eq("login:addr:10.0.0.1"), mockall::predicate::always())
-            .times(1)
-            .returning(|_, _| Ok(RateDecision::Allowed { remaining: 49 }));
+        budget_answers(&mut mocks, "login:email:nobody@example.com", RateDecision::Allowed { remaining: 4 });
+        budget_answers(&mut mocks, "login:addr:10.0.0.1", RateDecision::Allowed { remaining: 49 });
 
         let error = mocks
             .service()
@@ -673,12 +666,7 @@ mod tests {
     #[tokio::test]
     async fn a_right_password_logs_in_without_counting() {
         let mut mocks = Mocks::new();
-        mocks
-            .limiter
-            .expect_acquire()
-            .with(eq("login:email:ada@example.com"), mockall::predicate::always())
-            .times(1)
-            .returning(|_, _| Ok(RateDecision::Allowed { remaining: 4 }));
+        budget_answers(&mut mocks, "login:email:ada@example.com", RateDecision::Allowed { remaining: 4 });
         mocks.limiter.expect_release().with(eq("login:email:ada@example.com")).times(1).returning(|_| Ok(()));
         mocks.users.expect_find_credentials().returning(credentials_of(&user()));
         mocks.hasher.expect_verify().times(1).returning(|_, _| Ok(true));
