@@ -13,6 +13,7 @@ pub mod redis;
 pub mod ws;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use convo_server::{Config, RunningServer};
 use convo_sql::testing::TestDatabase;
@@ -192,6 +193,27 @@ pub async fn expect_status(response: Response, status: StatusCode) -> Value {
     let text = response.text().await.expect("body");
     assert_eq!(actual, status, "unexpected status; body: {text}");
     if text.is_empty() { Value::Null } else { serde_json::from_str(&text).expect("JSON body") }
+}
+
+/// How long the tests let an announcement take from one instance to another (a leave, a
+/// logout): far more than it takes (well under a millisecond here), and far less than anything
+/// an instance remembers is trusted without asking again (5 s at least), so an instance that
+/// was never told still fails.
+pub const ANNOUNCEMENT_ARRIVES_WITHIN: Duration = Duration::from_secs(1);
+
+/// Sends the request `build` makes until it is answered with `status`, for at most
+/// [`ANNOUNCEMENT_ARRIVES_WITHIN`], and returns the last answer (for the caller's checks). For
+/// what an instance learns from another's announcement: that reaches it asynchronously, so a
+/// request may overtake it.
+pub async fn once_announced(build: impl Fn() -> RequestBuilder, status: StatusCode) -> Response {
+    let deadline = tokio::time::Instant::now() + ANNOUNCEMENT_ARRIVES_WITHIN;
+    loop {
+        let response = build().send().await.expect("request");
+        if response.status() == status || tokio::time::Instant::now() >= deadline {
+            return response;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Asserts an error response: status, problem+json shape and code; returns the problem.
