@@ -1,7 +1,10 @@
 //! The fan-out of one instance. For each room with local subscribers, one pump task follows
 //! the room's [`RoomStream`] (which puts its events in the order clients must see them),
 //! encodes each frame once and hands the same bytes to every subscribed connection's outbound
-//! queue. No lock is held across an await, and no query runs per recipient.
+//! queue. Each room's subscribers sit behind a lock of their own, which the pump takes without
+//! going through the map of rooms, so one room's fan-out never waits for another's; the map is
+//! locked only briefly, to find a room or to add or drop one (always before a room's lock,
+//! never while holding it). No lock is held across an await, and no query runs per recipient.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -242,13 +245,21 @@ impl Subscriber {
     }
 }
 
-#[derive(Debug)]
+/// One room's local subscribers, shared by the room's pump and the connections' calls.
+#[derive(Debug, Default)]
 struct RoomFeed {
-    subscribers: HashMap<u64, Subscriber>,
+    subscribers: Mutex<HashMap<u64, Subscriber>>,
+}
+
+/// A room this instance follows: its feed, and its pump, which stops once the room is dropped
+/// from the map.
+#[derive(Debug)]
+struct Followed {
+    feed: Arc<RoomFeed>,
     pump: AbortHandle,
 }
 
-impl Drop for RoomFeed {
+impl Drop for Followed {
     fn drop(&mut self) {
         self.pump.abort();
     }
@@ -262,7 +273,7 @@ pub struct Hub {
 
 struct Inner {
     live: Arc<dyn LiveService>,
-    rooms: Mutex<HashMap<RoomId, RoomFeed>>,
+    rooms: Mutex<HashMap<RoomId, Followed>>,
     typing: Mutex<HashMap<(UserId, RoomId), Instant>>,
 }
 
@@ -291,31 +302,60 @@ impl Hub {
     pub async fn subscribe(&self, room: RoomId, handle: &ConnectionHandle) -> DomainResult<()> {
         let subscriber =
             || Subscriber { handle: handle.clone(), after_seq: i64::MIN, held: Some(Vec::new()) };
+        // The map stays locked while the subscriber is added, so the room cannot be dropped
+        // in between.
         {
-            let mut rooms = lock(&self.inner.rooms);
-            if let Some(feed) = rooms.get_mut(&room) {
-                feed.subscribers.insert(handle.id, subscriber());
+            let rooms = lock(&self.inner.rooms);
+            if let Some(followed) = rooms.get(&room) {
+                lock(&followed.feed.subscribers).insert(handle.id, subscriber());
                 return Ok(());
             }
         }
         // The first local subscriber: follow the room from its current seq.
         let stream = RoomStream::follow(Arc::clone(&self.inner.live), room).await?;
         let mut rooms = lock(&self.inner.rooms);
-        let feed = rooms.entry(room).or_insert_with(|| {
-            let pump = tokio::spawn(pump(self.clone(), room, stream)).abort_handle();
-            RoomFeed { subscribers: HashMap::new(), pump }
+        let followed = rooms.entry(room).or_insert_with(|| {
+            let feed = Arc::new(RoomFeed::default());
+            let pump = tokio::spawn(pump(self.clone(), room, Arc::clone(&feed), stream)).abort_handle();
+            Followed { feed, pump }
         });
-        feed.subscribers.insert(handle.id, subscriber());
+        lock(&followed.feed.subscribers).insert(handle.id, subscriber());
         Ok(())
+    }
+
+    /// The room's feed, if followed.
+    fn feed(&self, room: RoomId) -> Option<Arc<RoomFeed>> {
+        lock(&self.inner.rooms).get(&room).map(|followed| Arc::clone(&followed.feed))
+    }
+
+    /// Runs `change` on the connection's subscription to the room; `true` if there is none.
+    fn with_subscriber(
+        &self,
+        room: RoomId,
+        connection: u64,
+        change: impl FnOnce(&mut Subscriber) -> bool,
+    ) -> bool {
+        let Some(feed) = self.feed(room) else { return true };
+        let mut subscribers = lock(&feed.subscribers);
+        subscribers.get_mut(&connection).is_none_or(change)
+    }
+
+    /// Stops following the room if its feed is (still) the one given and has no subscriber.
+    fn drop_if_unused(&self, room: RoomId, feed: &Arc<RoomFeed>) {
+        let mut rooms = lock(&self.inner.rooms);
+        if rooms.get(&room).is_some_and(|followed| {
+            Arc::ptr_eq(&followed.feed, feed) && lock(&followed.feed.subscribers).is_empty()
+        }) {
+            rooms.remove(&room);
+        }
     }
 
     /// Holds the connection's frames of this room (while it awaits its own replies).
     pub fn hold(&self, room: RoomId, connection: u64) {
-        if let Some(subscriber) =
-            lock(&self.inner.rooms).get_mut(&room).and_then(|f| f.subscribers.get_mut(&connection))
-        {
+        self.with_subscriber(room, connection, |subscriber| {
             subscriber.held.get_or_insert_with(Vec::new);
-        }
+            true
+        });
     }
 
     /// Ends a join: the replayed messages, then `joined`, then the frames held meanwhile (those
@@ -333,57 +373,52 @@ impl Hub {
     ) -> bool {
         let mut frames: Vec<Encoded> = replay.iter().map(Encoded::message).collect();
         frames.push(Encoded { resumes_after: Some(last_seq), ..Encoded::reply(joined) });
-        let mut rooms = lock(&self.inner.rooms);
-        let Some(subscriber) = rooms.get_mut(&room).and_then(|feed| feed.subscribers.get_mut(&connection))
-        else {
-            return true;
-        };
-        frames.extend(subscriber.held.take().unwrap_or_default());
-        if keep_holding {
-            if frames.len() > MAX_HELD {
-                subscriber.handle.close_now(close::TOO_SLOW, "outbound queue overflowed");
-                return false;
+        self.with_subscriber(room, connection, |subscriber| {
+            frames.extend(subscriber.held.take().unwrap_or_default());
+            if keep_holding {
+                if frames.len() > MAX_HELD {
+                    subscriber.handle.close_now(close::TOO_SLOW, "outbound queue overflowed");
+                    return false;
+                }
+                subscriber.held = Some(frames);
+                return true;
             }
-            subscriber.held = Some(frames);
-            return true;
-        }
-        subscriber.deliver_all(frames)
+            subscriber.deliver_all(frames)
+        })
     }
 
     /// Sends the held frames and delivers live from then on. Returns `false` if the connection
     /// overflowed meanwhile.
     pub fn release(&self, room: RoomId, connection: u64) -> bool {
-        let mut rooms = lock(&self.inner.rooms);
-        let Some(subscriber) = rooms.get_mut(&room).and_then(|feed| feed.subscribers.get_mut(&connection))
-        else {
-            return true;
-        };
-        let held = subscriber.held.take().unwrap_or_default();
-        subscriber.deliver_all(held)
+        self.with_subscriber(room, connection, |subscriber| {
+            let held = subscriber.held.take().unwrap_or_default();
+            subscriber.deliver_all(held)
+        })
     }
 
     /// Sends the held frames that came before the first new message above `seq`, and keeps
     /// holding the rest: the connection's own send with that seq was just acked, while later
     /// sends of it (with higher seqs) are not. Returns `false` if the connection overflowed.
     pub fn release_through(&self, room: RoomId, connection: u64, seq: i64) -> bool {
-        let mut rooms = lock(&self.inner.rooms);
-        let Some(subscriber) = rooms.get_mut(&room).and_then(|feed| feed.subscribers.get_mut(&connection))
-        else {
-            return true;
-        };
-        let Some(held) = &mut subscriber.held else { return true };
-        let end = held.iter().position(|encoded| encoded.seq.is_some_and(|s| s > seq)).unwrap_or(held.len());
-        let ready: Vec<Encoded> = held.drain(..end).collect();
-        subscriber.deliver_all(ready)
+        self.with_subscriber(room, connection, |subscriber| {
+            let Some(held) = &mut subscriber.held else { return true };
+            let end =
+                held.iter().position(|encoded| encoded.seq.is_some_and(|s| s > seq)).unwrap_or(held.len());
+            let ready: Vec<Encoded> = held.drain(..end).collect();
+            subscriber.deliver_all(ready)
+        })
     }
 
     pub fn unsubscribe(&self, room: RoomId, connection: u64) {
         let mut rooms = lock(&self.inner.rooms);
-        if let Some(feed) = rooms.get_mut(&room) {
-            feed.subscribers.remove(&connection);
-            if feed.subscribers.is_empty() {
-                rooms.remove(&room);
-            }
+        let Some(followed) = rooms.get(&room) else { return };
+        let unused = {
+            let mut subscribers = lock(&followed.feed.subscribers);
+            subscribers.remove(&connection);
+            subscribers.is_empty()
+        };
+        if unused {
+            rooms.remove(&room);
         }
     }
 
@@ -404,14 +439,13 @@ impl Hub {
     }
 
     /// Hands one event of the room to every local subscriber.
-    fn dispatch(&self, room: RoomId, event: &Event) {
+    fn dispatch(&self, room: RoomId, feed: &Arc<RoomFeed>, event: &Event) {
         let Some(encoded) = encode(event) else { return };
         let left = encoded
             .leaving
             .map(|_| Frame::new(&ServerFrame::Left { reference: None, room_id: room.as_uuid() }, false));
-        let mut rooms = lock(&self.inner.rooms);
-        let Some(feed) = rooms.get_mut(&room) else { return };
-        feed.subscribers.retain(|_, subscriber| {
+        let mut subscribers = lock(&feed.subscribers);
+        subscribers.retain(|_, subscriber| {
             if let (Some(user), Some(left)) = (encoded.leaving, &left)
                 && subscriber.handle.user == user
             {
@@ -421,23 +455,30 @@ impl Hub {
             }
             subscriber.deliver(&encoded)
         });
-        if feed.subscribers.is_empty() {
-            rooms.remove(&room);
+        let unused = subscribers.is_empty();
+        drop(subscribers);
+        if unused {
+            self.drop_if_unused(room, feed);
         }
     }
 
     /// The room's stream ended (its event source closed, or a gap in it could not be read):
     /// its subscribers can no longer be kept up to date, so they are closed to reconnect and
     /// resume with `sinceSeq`.
-    fn abandon(&self, room: RoomId, resume: Resume) {
-        if let Some(feed) = lock(&self.inner.rooms).remove(&room) {
+    fn abandon(&self, room: RoomId, feed: &Arc<RoomFeed>, resume: Resume) {
+        let followed = {
+            let mut rooms = lock(&self.inner.rooms);
+            let ours = rooms.get(&room).is_some_and(|followed| Arc::ptr_eq(&followed.feed, feed));
+            if ours { rooms.remove(&room) } else { None }
+        };
+        if let Some(followed) = followed {
             tracing::warn!(
                 %room,
                 after_seq = resume.after_seq,
                 cause = ?resume.cause,
                 "room feed ended; closing its subscribers so they resume"
             );
-            for subscriber in feed.subscribers.values() {
+            for subscriber in lock(&followed.feed.subscribers).values() {
                 subscriber
                     .handle
                     .close_after_queue(close::GOING_AWAY, "room feed interrupted; resume with sinceSeq");
@@ -447,14 +488,14 @@ impl Hub {
 }
 
 /// Hands one room's events, in order, to its local subscribers while it has any.
-async fn pump(hub: Hub, room: RoomId, mut stream: RoomStream) {
+async fn pump(hub: Hub, room: RoomId, feed: Arc<RoomFeed>, mut stream: RoomStream) {
     let resume = loop {
         match stream.next().await {
-            Ok(event) => hub.dispatch(room, &event),
+            Ok(event) => hub.dispatch(room, &feed, &event),
             Err(resume) => break resume,
         }
     };
-    hub.abandon(room, resume);
+    hub.abandon(room, &feed, resume);
 }
 
 #[cfg(test)]
@@ -467,13 +508,21 @@ mod tests {
 
     use super::*;
 
-    /// A hub following one room whose feed stays open and silent: the tests dispatch by hand.
+    /// A hub and a room whose feed stays open and silent: the tests dispatch by hand. Rooms
+    /// followed later get feeds of their own, also silent.
     async fn hub_with_room() -> (Hub, RoomId, broadcast::Sender<Event>) {
         let (feed, events) = broadcast::channel(16);
-        let events = Mutex::new(Some(events));
+        let first = Mutex::new(Some(events));
+        let later = Mutex::new(Vec::new());
         let mut live = MockLiveService::new();
-        live.expect_subscribe()
-            .returning(move |_| Ok(Subscription::new(lock(&events).take().expect("one subscription"))));
+        live.expect_subscribe().returning(move |_| {
+            let events = lock(&first).take().unwrap_or_else(|| {
+                let (feed, events) = broadcast::channel(16);
+                lock(&later).push(feed);
+                events
+            });
+            Ok(Subscription::new(events))
+        });
         live.expect_last_seq().returning(|_| Ok(0));
         (Hub::new(Arc::new(live)), RoomId::generate(), feed)
     }
@@ -504,8 +553,13 @@ mod tests {
         }
     }
 
+    /// Dispatches as the room's pump does.
+    fn dispatch(hub: &Hub, room: RoomId, event: &Event) {
+        hub.dispatch(room, &hub.feed(room).expect("followed"), event);
+    }
+
     fn post(hub: &Hub, room: RoomId, seq: i64) {
-        hub.dispatch(room, &Event::MessageCreated(message(room, seq)));
+        dispatch(hub, room, &Event::MessageCreated(message(room, seq)));
     }
 
     /// The frames queued so far: a message as its seq, any other frame as its type.
@@ -540,6 +594,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn one_rooms_fan_out_does_not_wait_for_anothers() {
+        let (hub, room, _feed) = hub_with_room().await;
+        let other = RoomId::generate();
+        let (_handle, mut outbound) = joined(&hub, room).await;
+        let (_other_handle, mut other_outbound) = joined(&hub, other).await;
+
+        // The first room's subscribers are locked, as during its fan-out: the other's goes on.
+        let busy = hub.feed(room).expect("followed");
+        let fanning_out = lock(&busy.subscribers);
+        post(&hub, other, 1);
+        assert_eq!(queued(&mut other_outbound), ["1"]);
+        drop(fanning_out);
+        post(&hub, room, 1);
+        assert_eq!(queued(&mut outbound), ["1"]);
+    }
+
+    #[tokio::test]
+    async fn the_last_subscriber_leaving_stops_following_the_room() {
+        let (hub, room, _feed) = hub_with_room().await;
+        let (first, _outbound) = joined(&hub, room).await;
+        let (second, _other_outbound) = joined(&hub, room).await;
+        hub.unsubscribe(room, first.id);
+        assert!(hub.feed(room).is_some(), "one subscriber is left");
+        hub.unsubscribe(room, second.id);
+        assert!(hub.feed(room).is_none());
+        // Following it again starts afresh.
+        let (_third, mut outbound) = joined(&hub, room).await;
+        post(&hub, room, 1);
+        assert_eq!(queued(&mut outbound), ["1"]);
+    }
+
+    #[tokio::test]
     async fn an_ack_releases_the_held_frames_up_to_its_seq_and_the_last_reply_the_rest() {
         let (hub, room, _feed) = hub_with_room().await;
         let (handle, mut outbound) = joined(&hub, room).await;
@@ -548,7 +634,7 @@ mod tests {
         post(&hub, room, 1);
         post(&hub, room, 2);
         let user = UserRef { id: UserId::generate(), username: Username::parse("newcomer").expect("name") };
-        hub.dispatch(room, &Event::MemberJoined { room_id: room, user });
+        dispatch(&hub, room, &Event::MemberJoined { room_id: room, user });
         post(&hub, room, 3);
         post(&hub, room, 4);
         post(&hub, room, 5);
