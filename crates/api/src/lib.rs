@@ -20,6 +20,7 @@ pub mod auth;
 pub mod edge;
 pub mod field;
 pub mod health;
+pub mod json_body;
 pub mod messages;
 pub mod metrics;
 pub mod problem;

@@ -9,16 +9,18 @@ use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::ApiTags;
 use crate::auth::BearerAuth;
 use crate::field::Field;
+use crate::json_body::{JsonBody, optional_rfc3339, rfc3339};
 use crate::problem::declare_errors;
 use crate::state::AppState;
 
 /// A user as shown beside a message: `{id, username}`.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 pub struct UserRef {
     pub id: Uuid,
     pub username: String,
@@ -31,8 +33,9 @@ impl From<domain::UserRef> for UserRef {
 }
 
 /// A stored message.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Message {
     pub id: Uuid,
     pub room_id: Uuid,
@@ -42,9 +45,11 @@ pub struct Message {
     pub author: UserRef,
     /// Exactly as sent (trimmed), never HTML-escaped: escape it when you render it.
     pub content: String,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
     /// When it was last edited; null if never.
     #[oai(nullable)]
+    #[serde(serialize_with = "optional_rfc3339")]
     pub edited_at: Option<DateTime<Utc>>,
     /// The sender's idempotency key, if it gave one.
     #[oai(nullable)]
@@ -67,8 +72,9 @@ impl From<domain::Message> for Message {
 }
 
 /// A page of history, ascending by seq.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, Serialize)]
 #[oai(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct MessagePage {
     pub messages: Vec<Message>,
     /// Whether more messages exist in the direction of paging (older ones, or newer ones when
@@ -120,24 +126,24 @@ impl poem_openapi::types::Example for EditMessageRequest {
 pub enum SendMessageResponse {
     /// Stored and delivered to the room.
     #[oai(status = 201)]
-    Created(Json<Message>),
+    Created(JsonBody<Message>),
     /// A retry: the message stored earlier under this `clientMessageId`.
     #[oai(status = 200)]
-    Replayed(Json<Message>),
+    Replayed(JsonBody<Message>),
 }
 
 #[derive(ApiResponse)]
 pub enum HistoryResponse {
     /// The page.
     #[oai(status = 200)]
-    Ok(Json<MessagePage>),
+    Ok(JsonBody<MessagePage>),
 }
 
 #[derive(ApiResponse)]
 pub enum EditMessageResponse {
     /// The edited message, with `editedAt`.
     #[oai(status = 200)]
-    Ok(Json<Message>),
+    Ok(JsonBody<Message>),
 }
 
 #[derive(ApiResponse)]
@@ -199,7 +205,7 @@ impl MessageApi {
             .map(ClientMessageId::parse)
             .transpose()?;
         let posted = state.messages.send(caller.principal().user_id, &room, content, key).await?;
-        let message = Json(posted.message.into());
+        let message = JsonBody(posted.message.into());
         Ok(if posted.created {
             SendMessageResponse::Created(message)
         } else {
@@ -232,7 +238,7 @@ impl MessageApi {
         let room = room_ref(room_id.0, room_name.0.as_deref())?;
         let query = HistoryQuery::parse(before.0, after.0, limit.0)?;
         let page = state.messages.history(caller.principal().user_id, &room, &query).await?;
-        Ok(HistoryResponse::Ok(Json(MessagePage {
+        Ok(HistoryResponse::Ok(JsonBody(MessagePage {
             messages: page.messages.into_iter().map(Into::into).collect(),
             has_more: page.has_more,
         })))
@@ -252,7 +258,7 @@ impl MessageApi {
         let content = MessageContent::parse(&body.0.content.get(domain::Field::Content)?)?;
         let message =
             state.messages.edit(caller.principal().user_id, MessageId::from(message_id.0), content).await?;
-        Ok(EditMessageResponse::Ok(Json(message.into())))
+        Ok(EditMessageResponse::Ok(JsonBody(message.into())))
     }
 
     /// Delete a message
@@ -267,5 +273,40 @@ impl MessageApi {
     ) -> Result<DeleteMessageResponse, DeleteMessageError> {
         state.messages.delete(caller.principal().user_id, MessageId::from(message_id.0)).await?;
         Ok(DeleteMessageResponse::Deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use poem_openapi::types::ToJSON;
+
+    use super::*;
+
+    fn message(edited: bool, key: Option<&str>) -> Message {
+        let at = Utc.with_ymd_and_hms(2026, 12, 1, 9, 30, 5).single().expect("a time")
+            + chrono::Duration::microseconds(123_456);
+        Message {
+            id: Uuid::now_v7(),
+            room_id: Uuid::now_v7(),
+            seq: 42,
+            author: UserRef { id: Uuid::now_v7(), username: "ada".to_owned() },
+            content: "quotes \" backslash \\ newline \n tab \t control \u{1} emoji 🎉 <b>".to_owned(),
+            created_at: at,
+            edited_at: edited.then(|| at + chrono::Duration::seconds(1)),
+            client_message_id: key.map(str::to_owned),
+        }
+    }
+
+    /// Responses written by serde must read exactly as the document's `ToJSON` shape.
+    #[test]
+    fn the_direct_encoding_is_the_documented_one() {
+        for message in [message(false, None), message(true, Some("m-1"))] {
+            let direct: serde_json::Value = serde_json::to_value(&message).expect("serializes");
+            assert_eq!(Some(direct), message.to_json());
+            let page = MessagePage { messages: vec![message.clone(), message], has_more: true };
+            let direct: serde_json::Value = serde_json::to_value(&page).expect("serializes");
+            assert_eq!(Some(direct), page.to_json());
+        }
     }
 }
