@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use poem::http::header::{ALLOW, CONTENT_LENGTH, TRANSFER_ENCODING};
+use poem::http::header::{ALLOW, CONTENT_LENGTH};
 use poem::http::{HeaderValue, StatusCode};
 use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response, Result};
 use poem_openapi::OperationId;
@@ -103,7 +103,8 @@ fn request_id_of(request: &Request) -> String {
 }
 
 /// Refuses a body over the limit: at once when its declared length says so, or while reading it
-/// when it arrives chunked without one.
+/// when it has none, whatever its transfer form (chunked over HTTP/1.1, a stream of frames over
+/// HTTP/2): such a body is read here, up to the limit and no further, before any route sees it.
 async fn limit_body(request: &mut Request) -> Result<(), ApiError> {
     let too_large = || {
         ApiError::new(
@@ -116,18 +117,21 @@ async fn limit_body(request: &mut Request) -> Result<(), ApiError> {
     match declared {
         Some(length) if length > MAX_BODY_BYTES as u64 => Err(too_large()),
         Some(_) => Ok(()),
-        None if request.headers().contains_key(TRANSFER_ENCODING) => {
-            let bytes =
-                request.take_body().into_bytes_limit(MAX_BODY_BYTES).await.map_err(|error| match error {
-                    poem::error::ReadBodyError::PayloadTooLarge => too_large(),
-                    other => {
-                        ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::ValidationFailed, other.to_string())
-                    }
-                })?;
+        None => {
+            let body = request.take_body();
+            if body.is_empty() {
+                request.set_body(body);
+                return Ok(());
+            }
+            let bytes = body.into_bytes_limit(MAX_BODY_BYTES).await.map_err(|error| match error {
+                poem::error::ReadBodyError::PayloadTooLarge => too_large(),
+                other => {
+                    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::ValidationFailed, other.to_string())
+                }
+            })?;
             request.set_body(Body::from_bytes(bytes));
             Ok(())
         }
-        None => Ok(()),
     }
 }
 

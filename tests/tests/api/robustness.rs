@@ -222,3 +222,114 @@ async fn every_response_carries_a_request_id_and_echoes_the_callers() {
     let generated = response.headers()["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
 }
+
+/// Writes `head` and `body` to a fresh connection to `app` and returns the status of the first
+/// response and its body. The server may answer and stop reading before the body is written
+/// whole, so a failed write is not an error here.
+async fn raw_exchange(app: &convo_tests::TestApp, head: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.base_url.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let _ = tcp.write_all(body).await;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let read_all = async {
+        loop {
+            match tcp.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+            if let Some(answer) = parse_response(&received) {
+                return Some(answer);
+            }
+        }
+        parse_response(&received)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read_all)
+        .await
+        .expect("the server answers within 10 s")
+        .unwrap_or_else(|| panic!("no complete response in {:?}", String::from_utf8_lossy(&received)))
+}
+
+/// The status and JSON body of a complete HTTP/1.1 response with a Content-Length, if `bytes`
+/// holds one.
+fn parse_response(bytes: &[u8]) -> Option<(u16, serde_json::Value)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
+        })?
+        .parse()
+        .ok()?;
+    (body.len() >= length).then(|| (status, serde_json::from_str(&body[..length]).unwrap_or_default()))
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_64_kib_is_refused_over_a_raw_connection() {
+    let app = spawn_app().await;
+    let head = "POST /auth/register HTTP/1.1\r\nhost: convo\r\ncontent-type: application/json\r\n\
+                transfer-encoding: chunked\r\n\r\n";
+    let mut body = Vec::new();
+    for _ in 0..80 {
+        body.extend_from_slice(b"400\r\n");
+        body.extend_from_slice(&[b' '; 1024]);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let (status, problem) = raw_exchange(&app, head, &body).await;
+    assert_eq!(status, 413, "{problem}");
+    assert_eq!(problem["code"], "PAYLOAD_TOO_LARGE", "{problem}");
+}
+
+#[tokio::test]
+async fn bytes_after_a_head_without_length_are_not_read_as_its_body() {
+    // HTTP/1.1 has no body without a length: what follows the head is the next request, so
+    // the route sees an empty body (400), and the 80 KiB are never buffered as one.
+    let app = spawn_app().await;
+    let head = "POST /auth/register HTTP/1.1\r\nhost: convo\r\ncontent-type: application/json\r\n\
+                connection: close\r\n\r\n";
+    let (status, problem) = raw_exchange(&app, head, &[b' '; 80 * 1024]).await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["code"], "VALIDATION_FAILED", "{problem}");
+}
+
+#[tokio::test]
+async fn an_http2_body_without_length_over_64_kib_is_refused_while_read() {
+    use tokio_tungstenite::tungstenite::Bytes;
+    static KIB_OF_SPACES: [u8; 1024] = [b' '; 1024];
+    let app = spawn_app().await;
+    let address = app.base_url.trim_start_matches("http://");
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.expect("the server speaks HTTP/2");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = poem::http::Request::post(format!("{}/auth/register", app.base_url))
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    // Frames of data with no content-length: the body's size is known only once it has ended.
+    let (response, mut stream) = client.send_request(request, false).unwrap();
+    for _ in 0..80 {
+        stream.send_data(Bytes::from_static(&KIB_OF_SPACES), false).unwrap();
+    }
+    stream.send_data(Bytes::new(), true).unwrap();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), response)
+        .await
+        .expect("answered within 10 s")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    let problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(problem["code"], "PAYLOAD_TOO_LARGE", "{problem}");
+}
