@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
+    /// One of the methods HTTP defines, or `OTHER`: a client cannot add series by inventing
+    /// methods.
+    method: &'static str,
     /// The operation id (or a fixed name for routes outside the API), never the raw path, so
     /// that ids in paths cannot multiply the series.
     route: &'static str,
@@ -70,7 +72,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn observe(&self, method: &Method, route: &'static str, status: StatusCode, elapsed: Duration) {
-        let labels = RouteLabels { method: method.as_str().to_owned(), route, status: status.as_u16() };
+        let labels = RouteLabels { method: method_label(method), route, status: status.as_u16() };
         self.requests.get_or_create(&labels).inc();
         self.latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
     }
@@ -93,6 +95,23 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// The label of a request's method: its name for the methods HTTP defines, `OTHER` for any
+/// other a client makes up.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
     }
 }
 
@@ -121,6 +140,24 @@ mod tests {
         );
         assert!(
             text.contains(r#"convo_http_request_duration_seconds_count{method="POST",route="sendMessage",status="201"} 2"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let metrics = Metrics::default();
+        for name in ["FROBNICATE", "get", "BREW"] {
+            let method = Method::from_bytes(name.as_bytes()).expect("a valid token");
+            metrics.observe(&method, "unmatched", StatusCode::NOT_FOUND, Duration::from_millis(1));
+        }
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"convo_http_requests_total{method="OTHER",route="unmatched",status="404"} 3"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains("FROBNICATE") && !text.contains("BREW") && !text.contains(r#""get""#),
             "{text}"
         );
     }

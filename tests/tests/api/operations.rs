@@ -36,6 +36,47 @@ async fn metrics_count_requests_by_route_and_status() {
     assert!(text.contains("convo_http_request_duration_seconds_bucket"), "{text}");
 }
 
+/// The label sets of the request counter, without their counts.
+async fn request_series(app: &convo_tests::TestApp) -> std::collections::BTreeSet<String> {
+    let text = app.request(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|line| line.starts_with("convo_http_requests_total{"))
+        .filter_map(|line| line.rsplit_once(' ').map(|(labels, _count)| labels.to_owned()))
+        .collect()
+}
+
+/// Requests with made-up methods and paths, different in each `round`.
+async fn made_up_requests(app: &convo_tests::TestApp, round: u32) {
+    for (method, path) in [
+        (format!("FROBNICATE{round}"), format!("/chat/messages?x={round}")),
+        (format!("BREW{round}"), format!("/nowhere/{round}")),
+        ("GET".to_owned(), format!("/made-up-{round}/{}", uuid::Uuid::now_v7())),
+        ("POST".to_owned(), format!("/docs-not/{round}")),
+    ] {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let response = app.request(method, &path).send().await.unwrap();
+        assert!(response.status().is_client_error(), "{path}: {}", response.status());
+    }
+}
+
+#[tokio::test]
+async fn made_up_methods_and_paths_add_no_series() {
+    let app = spawn_app().await;
+    request_series(&app).await;
+    made_up_requests(&app, 1).await;
+    let first = request_series(&app).await;
+    made_up_requests(&app, 2).await;
+    made_up_requests(&app, 3).await;
+    let later = request_series(&app).await;
+    assert_eq!(first, later, "new requests of the same kinds must not add series");
+    let all = first.iter().cloned().collect::<Vec<_>>().join("\n");
+    for invented in ["FROBNICATE", "BREW", "nowhere", "made-up"] {
+        assert!(!all.contains(invented), "{invented} reached a label:\n{all}");
+    }
+    assert!(all.contains(r#"method="OTHER""#), "{all}");
+    assert!(all.contains(r#"route="unmatched""#), "{all}");
+}
+
 #[tokio::test]
 async fn the_served_document_is_the_committed_one_and_swagger_ui_is_up() {
     let app = spawn_app().await;
