@@ -112,10 +112,8 @@ impl Config {
         }
 
         let redis_url = var("REDIS_URL");
-        if let Some(url) = &redis_url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
-        {
-            return Err(ConfigError::new("REDIS_URL", "expected a redis://... or rediss://... URL"));
+        if let Some(url) = &redis_url {
+            check_redis_url(url)?;
         }
 
         let redis_key_prefix = var("REDIS_KEY_PREFIX").unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_owned());
@@ -186,6 +184,38 @@ impl Config {
     }
 }
 
+/// The Redis URL schemes this build can connect with: one node, or a cluster.
+const REDIS_SCHEMES: [&str; 2] = ["redis://", "redis-cluster://"];
+
+/// Refuses a `REDIS_URL` this build cannot use: only the documented schemes, with a host. TLS
+/// (`rediss://`, `rediss-cluster://`) is not compiled in, so it is refused here rather than
+/// failing at the first connection.
+fn check_redis_url(url: &str) -> Result<(), ConfigError> {
+    let scheme_end = url.find("://").map(|end| end + 3);
+    let scheme = scheme_end.map(|end| url[..end].to_ascii_lowercase());
+    let Some(scheme) = scheme.filter(|scheme| REDIS_SCHEMES.contains(&scheme.as_str())) else {
+        let hint = match url.split_once("://") {
+            Some((scheme, _))
+                if scheme.eq_ignore_ascii_case("rediss") || scheme.eq_ignore_ascii_case("rediss-cluster") =>
+            {
+                "; TLS is not compiled into this build"
+            }
+            _ => "",
+        };
+        return Err(ConfigError::new(
+            "REDIS_URL",
+            format!("expected a redis://host:port or redis-cluster://host:port URL{hint}"),
+        ));
+    };
+    let rest = &url[scheme.len()..];
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    if host.is_empty() || host.starts_with(':') {
+        return Err(ConfigError::new("REDIS_URL", "names no host; expected redis://host:port"));
+    }
+    Ok(())
+}
+
 /// A whole number within `range`, or `default` when the variable is unset.
 fn number<T>(
     var: &impl Fn(&str) -> Option<String>,
@@ -252,6 +282,12 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
             (&[("REDIS_URL", "localhost:6379")], "REDIS_URL"),
+            (&[("REDIS_URL", "rediss://cache:6380")], "REDIS_URL"),
+            (&[("REDIS_URL", "http://cache:6379")], "REDIS_URL"),
+            (&[("REDIS_URL", "redis-sentinel://cache:26379")], "REDIS_URL"),
+            (&[("REDIS_URL", "redis+unix:///tmp/redis.sock")], "REDIS_URL"),
+            (&[("REDIS_URL", "redis://")], "REDIS_URL"),
+            (&[("REDIS_URL", "redis://:pw@:6379")], "REDIS_URL"),
             (&[("REDIS_KEY_PREFIX", "a b:")], "REDIS_KEY_PREFIX"),
             (&[("RATE_LIMIT_POINTS", "five")], "RATE_LIMIT_POINTS"),
             (&[("RATE_LIMIT_POINTS", "0")], "RATE_LIMIT_POINTS"),
@@ -271,6 +307,30 @@ mod tests {
             assert_eq!(error.variable, *variable, "{error}");
             assert!(error.to_string().starts_with(variable), "{error}");
         }
+    }
+
+    #[test]
+    fn the_documented_redis_urls_are_accepted() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "redis://cache",
+            "redis://user:s3cret@cache:6379/2",
+            "redis://:s3cret@cache:6379",
+            "REDIS://cache:6379",
+            "redis-cluster://n1:7000?node=n2:7001",
+            "redis-cluster://:s3cret@n1:7000",
+        ] {
+            let config = config(&[("REDIS_URL", url)]).unwrap_or_else(|error| panic!("{url}: {error}"));
+            assert_eq!(config.redis_url.as_deref(), Some(url));
+        }
+    }
+
+    #[test]
+    fn a_refused_redis_url_says_why_in_one_line_without_its_password() {
+        let error = config(&[("REDIS_URL", "rediss://:s3cret@cache:6380")]).expect_err("TLS is not built in");
+        let line = error.to_string();
+        assert!(line.contains("TLS"), "{line}");
+        assert!(!line.contains("s3cret") && !line.contains('\n'), "{line}");
     }
 
     #[test]
