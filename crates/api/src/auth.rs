@@ -11,6 +11,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi, SecurityScheme};
 use uuid::Uuid;
 
 use crate::ApiTags;
+use crate::client_address::client_address;
 use crate::field::Field;
 use crate::problem::{ApiError, declare_errors};
 use crate::state::AppState;
@@ -192,7 +193,7 @@ impl AuthApi {
         let email = Email::parse(&body.email.get(domain::Field::Email)?)?;
         let username = Username::parse(&body.username.get(domain::Field::Username)?)?;
         let password = Password::parse(&body.password.get(domain::Field::Password)?)?;
-        let client = request.remote_addr().as_socket_addr().map(|address| address.ip());
+        let client = client_address(request);
         let issued = state.auth.register(email, username, password, client).await?;
         Ok(RegisterResponse::Created(Json(issued.into())))
     }
@@ -212,7 +213,7 @@ impl AuthApi {
         let Json(body) = body;
         let email = Email::parse(&body.email.get(domain::Field::Email)?)?;
         let password = Password::attempt(&body.password.get(domain::Field::Password)?)?;
-        let client = request.remote_addr().as_socket_addr().map(|address| address.ip());
+        let client = client_address(request);
         let issued = state.auth.login(email, password, client).await?;
         Ok(LoginResponse::Ok(Json(issued.into())))
     }

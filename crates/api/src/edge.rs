@@ -1,6 +1,6 @@
-//! The edge middleware, wrapped around every route: it gives each request an id, refuses bodies
-//! over 64 KiB, turns every error into a problem response carrying that id, records metrics and
-//! logs one line per request.
+//! The edge middleware, wrapped around every route: it gives each request an id, settles which
+//! address it comes from, refuses bodies over 64 KiB, turns every error into a problem response
+//! carrying that id, records metrics and logs one line per request.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,6 +12,7 @@ use poem_openapi::OperationId;
 use tracing::Instrument;
 
 use crate::allow::AllowedMethods;
+use crate::client_address::{ClientAddress, TrustedProxies};
 use crate::metrics::Metrics;
 use crate::problem::{ApiError, ErrorCode};
 
@@ -24,11 +25,12 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 pub struct Edge {
     metrics: Arc<Metrics>,
     allowed: Arc<AllowedMethods>,
+    proxies: Arc<TrustedProxies>,
 }
 
 impl Edge {
-    pub fn new(metrics: Arc<Metrics>, allowed: Arc<AllowedMethods>) -> Self {
-        Self { metrics, allowed }
+    pub fn new(metrics: Arc<Metrics>, allowed: Arc<AllowedMethods>, proxies: TrustedProxies) -> Self {
+        Self { metrics, allowed, proxies: Arc::new(proxies) }
     }
 }
 
@@ -36,7 +38,12 @@ impl<E: Endpoint> Middleware<E> for Edge {
     type Output = EdgeEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
-        EdgeEndpoint { inner, metrics: self.metrics.clone(), allowed: self.allowed.clone() }
+        EdgeEndpoint {
+            inner,
+            metrics: self.metrics.clone(),
+            allowed: self.allowed.clone(),
+            proxies: self.proxies.clone(),
+        }
     }
 }
 
@@ -44,6 +51,7 @@ pub struct EdgeEndpoint<E> {
     inner: E,
     metrics: Arc<Metrics>,
     allowed: Arc<AllowedMethods>,
+    proxies: Arc<TrustedProxies>,
 }
 
 impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
@@ -54,7 +62,20 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let request_id = request_id_of(&request);
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let span = tracing::info_span!("request", request_id = %request_id, %method, %path);
+        let client = request
+            .remote_addr()
+            .as_socket_addr()
+            .map(|peer| self.proxies.client_of(peer.ip(), request.headers()));
+        if let Some(client) = client {
+            request.set_data(ClientAddress(client));
+        }
+        let span = tracing::info_span!(
+            "request",
+            request_id = %request_id,
+            %method,
+            %path,
+            client = client.map(tracing::field::display),
+        );
 
         async move {
             let outcome = match limit_body(&mut request).await {

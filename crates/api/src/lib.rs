@@ -17,6 +17,7 @@
 
 pub mod allow;
 pub mod auth;
+pub mod client_address;
 pub mod edge;
 pub mod field;
 pub mod health;
@@ -37,6 +38,7 @@ use poem_openapi::{OpenApiService, Tags};
 
 use crate::allow::AllowedMethods;
 
+pub use client_address::TrustedProxies;
 pub use edge::{MAX_BODY_BYTES, REQUEST_ID_HEADER};
 pub use metrics::Metrics;
 pub use problem::{ApiError, ErrorCode, Problem};
@@ -97,11 +99,18 @@ pub struct HttpSettings {
     pub ws_outbound_queue: usize,
     /// Closes every WebSocket with 1001 when triggered.
     pub shutdown: ws::Shutdown,
+    /// Proxies whose `X-Forwarded-For` names the client; none by default.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { cors_origins: Vec::new(), ws_outbound_queue: 4096, shutdown: ws::Shutdown::new() }
+        Self {
+            cors_origins: Vec::new(),
+            ws_outbound_queue: 4096,
+            shutdown: ws::Shutdown::new(),
+            trusted_proxies: TrustedProxies::default(),
+        }
     }
 }
 
@@ -135,5 +144,8 @@ pub fn app(state: AppState, settings: &HttpSettings) -> BoxEndpoint<'static, Res
             .allow_origins(settings.cors_origins.iter().map(String::as_str))
             .expose_header(REQUEST_ID_HEADER)
     });
-    routes.with_if(cors.is_some(), cors.unwrap_or_default()).with(edge::Edge::new(metrics, allowed)).boxed()
+    routes
+        .with_if(cors.is_some(), cors.unwrap_or_default())
+        .with(edge::Edge::new(metrics, allowed, settings.trusted_proxies.clone()))
+        .boxed()
 }

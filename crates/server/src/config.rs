@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use convo_api::TrustedProxies;
 use convo_domain::redact_url;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -36,6 +37,8 @@ pub struct Config {
     pub environment: Environment,
     pub cors_origins: Vec<String>,
     pub ws_outbound_queue: usize,
+    /// Proxies whose `X-Forwarded-For` names the client (`TRUSTED_PROXIES`); none by default.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl fmt::Debug for Config {
@@ -53,6 +56,7 @@ impl fmt::Debug for Config {
             .field("environment", &self.environment)
             .field("cors_origins", &self.cors_origins)
             .field("ws_outbound_queue", &self.ws_outbound_queue)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
 }
@@ -154,6 +158,13 @@ impl Config {
             }
         }
 
+        let trusted_proxies = match var("TRUSTED_PROXIES") {
+            None => TrustedProxies::default(),
+            Some(list) => list.parse().map_err(|error| {
+                ConfigError::new("TRUSTED_PROXIES", format!("{error}; expected comma-separated networks"))
+            })?,
+        };
+
         Ok(Self {
             database_url,
             redis_url,
@@ -176,6 +187,7 @@ impl Config {
             environment,
             cors_origins,
             ws_outbound_queue: number(&var, "WS_OUTBOUND_QUEUE", 4096, 1..=1_000_000)?,
+            trusted_proxies,
         })
     }
 
@@ -288,6 +300,8 @@ mod tests {
             (&[("REDIS_URL", "redis+unix:///tmp/redis.sock")], "REDIS_URL"),
             (&[("REDIS_URL", "redis://")], "REDIS_URL"),
             (&[("REDIS_URL", "redis://:pw@:6379")], "REDIS_URL"),
+            (&[("TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal")], "TRUSTED_PROXIES"),
+            (&[("TRUSTED_PROXIES", "10.0.0.0/40")], "TRUSTED_PROXIES"),
             (&[("REDIS_KEY_PREFIX", "a b:")], "REDIS_KEY_PREFIX"),
             (&[("RATE_LIMIT_POINTS", "five")], "RATE_LIMIT_POINTS"),
             (&[("RATE_LIMIT_POINTS", "0")], "RATE_LIMIT_POINTS"),
@@ -331,6 +345,15 @@ mod tests {
         let line = error.to_string();
         assert!(line.contains("TLS"), "{line}");
         assert!(!line.contains("s3cret") && !line.contains('\n'), "{line}");
+    }
+
+    #[test]
+    fn trusted_proxies_default_to_none_and_parse_as_networks() {
+        assert!(config(&[]).expect("valid").trusted_proxies.is_empty());
+        let listed = config(&[("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1, fd00::/8")]).expect("valid");
+        assert!(!listed.trusted_proxies.is_empty());
+        let error = config(&[("TRUSTED_PROXIES", "10.0.0.0/8,nope")]).expect_err("refused");
+        assert!(error.to_string().starts_with("TRUSTED_PROXIES: `nope`"), "{error}");
     }
 
     #[test]

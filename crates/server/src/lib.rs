@@ -113,6 +113,7 @@ pub fn app_over(
         cors_origins: config.cors_origins.clone(),
         ws_outbound_queue: config.ws_outbound_queue,
         shutdown: shutdown.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
     };
     convo_api::app(state, &settings)
 }

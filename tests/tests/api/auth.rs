@@ -284,3 +284,63 @@ async fn registrations_are_throttled_per_client_address() {
     // Logins have budgets of their own.
     app.login(&first).await;
 }
+
+/// A registration attempt of `name` that says it was forwarded for `forwarded`; its status.
+async fn register_forwarded_for(app: &convo_tests::TestApp, name: &str, forwarded: &str) -> StatusCode {
+    app.request(Method::POST, "/auth/register")
+        .header("x-forwarded-for", forwarded)
+        .json(&json!({"email": format!("{name}@example.com"), "username": name, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy() {
+    // The test client connects from 127.0.0.1, which no proxy list names here.
+    let app = spawn_app_with(Backend::Sqlite, &[("REGISTRATIONS_PER_ADDRESS", "2")]).await.unwrap();
+    assert_eq!(register_forwarded_for(&app, "spoof_a", "203.0.113.1").await, StatusCode::CREATED);
+    assert_eq!(register_forwarded_for(&app, "spoof_b", "203.0.113.2").await, StatusCode::CREATED);
+    // A made-up address does not buy a fresh budget.
+    assert_eq!(register_forwarded_for(&app, "spoof_c", "203.0.113.3").await, StatusCode::TOO_MANY_REQUESTS);
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[("REGISTRATIONS_PER_ADDRESS", "2"), ("TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(register_forwarded_for(&app, "spoof_d", "203.0.113.1").await, StatusCode::CREATED);
+    assert_eq!(register_forwarded_for(&app, "spoof_e", "203.0.113.2").await, StatusCode::CREATED);
+    assert_eq!(register_forwarded_for(&app, "spoof_f", "203.0.113.3").await, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[("REGISTRATIONS_PER_ADDRESS", "2"), ("TRUSTED_PROXIES", "127.0.0.1/32, 10.0.0.0/8")],
+    )
+    .await
+    .unwrap();
+    for name in ["fwd_a1", "fwd_a2"] {
+        assert_eq!(register_forwarded_for(&app, name, "203.0.113.1").await, StatusCode::CREATED);
+    }
+    assert_eq!(register_forwarded_for(&app, "fwd_a3", "203.0.113.1").await, StatusCode::TOO_MANY_REQUESTS);
+    // Another client behind the same proxy is counted apart.
+    assert_eq!(register_forwarded_for(&app, "fwd_b1", "203.0.113.2").await, StatusCode::CREATED);
+    // What a client writes left of the address the proxies saw does not count: this is still
+    // 203.0.113.1 (behind a second, trusted hop).
+    let spoofed = "198.51.100.7, 203.0.113.1, 10.0.0.5";
+    assert_eq!(register_forwarded_for(&app, "fwd_a4", spoofed).await, StatusCode::TOO_MANY_REQUESTS);
+    // Without the header, the proxy itself is the client.
+    assert_eq!(
+        app.request(Method::POST, "/auth/register")
+            .json(&json!({"email": "fwd_p@example.com", "username": "fwd_p", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::CREATED
+    );
+}
