@@ -170,6 +170,49 @@ async fn the_sixth_message_inside_the_window_is_rate_limited() {
     assert_eq!(seqs(&page), [1, 2, 3, 4, 5, 6]);
 }
 
+/// Refusals for the room come before the rate limit: a stranger is told 403 (or 404 for a room
+/// that does not exist) however often he tries, and none of it costs him a point.
+async fn refusals_for_the_room_spend_no_rate_limit_points(app: TestApp) {
+    let owner = app.register("keeper").await;
+    let room = app.create_room(&owner, "walled").await;
+    let stranger = app.register("stranger").await;
+    for n in 0..8 {
+        let response = app.send(&stranger, &room, &format!("try {n}")).await;
+        expect_problem(response, StatusCode::FORBIDDEN, "NOT_A_MEMBER").await;
+    }
+    let nowhere = uuid::Uuid::now_v7().to_string();
+    for n in 0..8 {
+        let response = app.send(&stranger, &nowhere, &format!("try {n}")).await;
+        expect_problem(response, StatusCode::NOT_FOUND, "ROOM_NOT_FOUND").await;
+    }
+    // His whole budget is left once he belongs to the room.
+    app.join(&stranger, &room).await;
+    for n in 0..5 {
+        expect_status(app.send(&stranger, &room, &format!("m{n}")).await, StatusCode::CREATED).await;
+    }
+    let response = app.send(&stranger, &room, "one too many").await;
+    expect_problem(response, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED").await;
+}
+
+#[tokio::test]
+async fn refusals_for_the_room_spend_no_rate_limit_points_on_sqlite() {
+    refusals_for_the_room_spend_no_rate_limit_points(spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn refusals_for_the_room_spend_no_rate_limit_points_on_postgres() {
+    if let Some(app) = spawn_app_with(Backend::Postgres, &[]).await {
+        refusals_for_the_room_spend_no_rate_limit_points(app).await;
+    }
+}
+
+#[tokio::test]
+async fn refusals_for_the_room_spend_no_rate_limit_points_with_redis() {
+    if let Some(mut instances) = convo_tests::redis::spawn_instances(1, &[]).await {
+        refusals_for_the_room_spend_no_rate_limit_points(instances.apps.pop().unwrap()).await;
+    }
+}
+
 /// Concurrent senders into one room, so that sends share batches.
 const SENDERS: usize = 64;
 const PER_SENDER: usize = 2;

@@ -57,6 +57,17 @@ async fn a_request_that_is_not_an_upgrade_is_refused_without_spending_its_ticket
     let response = app.request(Method::GET, &format!("/ws?ticket={ticket}")).send().await.unwrap();
     let problem = expect_problem(response, StatusCode::BAD_REQUEST, "VALIDATION_FAILED").await;
     assert!(problem["detail"].as_str().unwrap().contains("`Upgrade`"), "{problem}");
+    // Nor does an upgrade that could not complete: the handshake lacks its key.
+    let response = app
+        .request(Method::GET, &format!("/ws?ticket={ticket}"))
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-version", "13")
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(response, StatusCode::BAD_REQUEST, "VALIDATION_FAILED").await;
+    assert!(problem["detail"].as_str().unwrap().contains("Sec-WebSocket-Key"), "{problem}");
     // The ticket still opens its one connection.
     let client = WsClient::connect_with_ticket(&app, ticket).await.unwrap();
     assert_eq!(client.ready["user"]["id"], user.id.as_str());

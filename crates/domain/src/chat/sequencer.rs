@@ -271,9 +271,23 @@ impl Sequencer {
             }
         }
 
+        let mut refused = Vec::new();
         for (send, outcome) in batch.sends.into_iter().zip(outcomes) {
+            if matches!(outcome, Err(DomainError::NotAMember | DomainError::RoomNotFound)) {
+                refused.push((send, outcome));
+                continue;
+            }
             // A sender that went away still had its message stored and announced.
             let _ = send.answer.send(outcome.and_then(|posted| (self.verdict)(posted, room)));
+        }
+        // A send refused for its room (not a member, no such room) was counted before storage
+        // could judge it, and a refusal must not cost its author a point: the point goes back
+        // before the answer, so a sender told 403 or 404 never meets a 429 it did not earn.
+        for (send, outcome) in refused {
+            if let Err(error) = self.ports.limiter.release(&send_key(send.message.author_id)).await {
+                tracing::warn!(%error, "could not give back the point of a refused send");
+            }
+            let _ = send.answer.send(outcome);
         }
     }
 }
@@ -403,6 +417,9 @@ mod tests {
             outcomes.push(Ok(Posted { message: from_elsewhere.clone(), created: false }));
             Ok(outcomes)
         });
+        // The refused send's point, and only its, goes back.
+        let key = format!("send:{author}");
+        mocks.limiter.expect_release().withf(move |released| released == key).times(1).returning(|_| Ok(()));
         mocks
             .cache
             .expect_messages_stored()
