@@ -1,6 +1,6 @@
 //! The `Allow` header of a 405 answer (RFC 9110, section 15.5.6): the methods the route of the
 //! request's path does answer. Read once, at start-up, from the OpenAPI document (so it cannot
-//! drift from the routes) and from the few routes outside it.
+//! drift from the routes) and from the few routes outside it, the web client's among them.
 
 /// Routes outside the OpenAPI document, each answering `GET` only.
 const UNDOCUMENTED_GET_ROUTES: [&str; 4] = ["/openapi.json", "/metrics", "/ws", "/docs"];
@@ -32,7 +32,8 @@ impl AllowedMethods {
                 (segments(path), allow_value(methods))
             })
             .collect();
-        routes.extend(UNDOCUMENTED_GET_ROUTES.iter().map(|path| (segments(path), allow_value(["get"]))));
+        let undocumented = UNDOCUMENTED_GET_ROUTES.into_iter().chain(crate::web::paths());
+        routes.extend(undocumented.map(|path| (segments(path), allow_value(["get"]))));
         Self { routes }
     }
 
@@ -91,6 +92,9 @@ mod tests {
         assert_eq!(allowed.for_path("/chat/messages"), Some("GET, HEAD"));
         assert_eq!(allowed.for_path("/chat/room/abc/join"), Some("POST"));
         assert_eq!(allowed.for_path("/ws"), Some("GET, HEAD"));
+        assert_eq!(allowed.for_path("/"), Some("GET, HEAD"));
+        assert_eq!(allowed.for_path("/favicon.ico"), Some("GET, HEAD"));
+        assert_eq!(allowed.for_path("/app.js"), Some("GET, HEAD"));
         assert_eq!(allowed.for_path("/chat/room/abc/unknown"), None);
         assert_eq!(allowed.for_path("/nowhere"), None);
     }

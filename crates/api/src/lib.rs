@@ -1,7 +1,8 @@
 //! # Convo's HTTP API
 //!
 //! The inbound adapter of the hexagon: REST routes with poem-openapi, Swagger UI at `/docs`, the
-//! OpenAPI document at `/openapi.json`, `/metrics`, and the WebSocket gateway at `/ws`. It
+//! OpenAPI document at `/openapi.json`, `/metrics`, the WebSocket gateway at `/ws`, and the web
+//! client at `/` ([`web`]). It
 //! depends only on the domain's inbound ports (the `AuthService`, `RoomService`,
 //! `MessageService` and `LiveService` traits) and knows no adapter: the server crate hands it an
 //! [`AppState`] holding the use cases as trait objects, built from whichever adapters the
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod problem;
 pub mod rooms;
 pub mod state;
+pub mod web;
 pub mod ws;
 
 use std::sync::Arc;
@@ -114,7 +116,8 @@ impl Default for HttpSettings {
     }
 }
 
-/// The whole HTTP application: REST, docs, document and metrics, behind the edge middleware.
+/// The whole HTTP application: REST, docs, document, metrics and the web client, behind the edge
+/// middleware.
 pub fn app(state: AppState, settings: &HttpSettings) -> BoxEndpoint<'static, Response> {
     let metrics = Arc::new(Metrics::default());
     let gateway = ws::Gateway::new(
@@ -145,6 +148,7 @@ pub fn app(state: AppState, settings: &HttpSettings) -> BoxEndpoint<'static, Res
             .expose_header(REQUEST_ID_HEADER)
     });
     routes
+        .with(web::WebClient)
         .with_if(cors.is_some(), cors.unwrap_or_default())
         .with(edge::Edge::new(metrics, allowed, settings.trusted_proxies.clone()))
         .boxed()
