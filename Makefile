@@ -2,7 +2,7 @@
 # `make test` runs every test against SQLite and the local PostgreSQL.
 CARGO ?= cargo
 
-.PHONY: run test example docs bench services openapi fmt lint build clean
+.PHONY: run test browser example docs bench services openapi fmt lint build clean
 
 ## Build in release mode and serve on the embedded default (migrations are applied at start-up).
 run:
@@ -13,6 +13,11 @@ run:
 ## here if they are down).
 test: services example
 	$(CARGO) test --workspace --all-targets --locked
+
+## The web client at / in headless Chromium (Debian's chromium package), against a server on SQLite
+## and two instances on PostgreSQL + Redis; skipped with a warning without Chromium, except in CI.
+browser: services
+	tests/browser/run
 
 ## The domain reused alone: a moderation bot over in-memory ports of its own.
 example:
