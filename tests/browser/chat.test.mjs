@@ -383,6 +383,32 @@ test("two people chat on one SQLite server", { skip: !existsSync(CHROMIUM) && !C
   }
 });
 
+test("a send over the rate limit is refused with a clear message and its text kept", { skip: !existsSync(CHROMIUM) && !CI }, async () => {
+  const stack = await sqliteStack({ RATE_LIMIT_POINTS: "2", RATE_LIMIT_DURATION: "60" });
+  const cy = await person(stack.instances[0].baseUrl, "cy");
+  try {
+    await register(cy);
+    await cy.page.fill(id("room-name"), unique("busy-"));
+    await cy.page.click(id("create-room"));
+    await cy.page.locator(id("message-input")).waitFor();
+    for (const text of ["one", "two", "three"]) {
+      await cy.page.fill(id("message-input"), text);
+      await cy.page.press(id("message-input"), "Enter");
+    }
+    await eventually(async () => assert.match(await cy.page.textContent(id("error")), /sending too fast\. Try again in \d+ s/));
+    assert.equal(await cy.page.inputValue(id("message-input")), "three");
+    assert.deepEqual(
+      (await messages(cy.page)).map(([, text]) => text),
+      ["one", "two"],
+    );
+    assert.equal(await cy.page.locator(id("pending-message")).count(), 0);
+    assert.deepEqual(cy.problems, []);
+  } finally {
+    await cy.context.close();
+    await stack.stop();
+  }
+});
+
 test("two people chat across two instances on PostgreSQL + Redis", { skip: !existsSync(CHROMIUM) && !CI }, async (t) => {
   if (!postgresRedisReachable()) {
     if (CI) throw new Error("PostgreSQL or Redis is not reachable");

@@ -97,10 +97,11 @@ async function stopInstance(instance) {
   clearTimeout(timer);
 }
 
-/** One server on a SQLite file of its own, with the in-process adapters. */
-export async function sqliteStack() {
+/** One server on a SQLite file of its own, with the in-process adapters, and `vars` on top. */
+export async function sqliteStack(vars = {}) {
   const dir = mkdtempSync(join(tmpdir(), "convo-browser-"));
-  const instance = await startInstance(dir, { DATABASE_URL: `sqlite://${dir}/convo.db?mode=rwc` }, "sqlite");
+  const env = { DATABASE_URL: `sqlite://${dir}/convo.db?mode=rwc`, ...vars };
+  const instance = await startInstance(dir, env, "sqlite");
   return {
     instances: [instance],
     async stop() {

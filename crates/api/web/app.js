@@ -715,7 +715,7 @@ function subscribe() {
 
 function unsubscribe(roomId) {
   if (state.current && state.current.room.id === roomId) state.current.joined = false;
-  frame({ type: "leave", roomId });
+  frame({ type: "leave", roomId, ref: `l${state.nextRef++}` });
 }
 
 function received(data) {
@@ -794,7 +794,14 @@ function received(data) {
       }
       break;
     case "left":
-      if (current && data.roomId === current.room.id) current.joined = false;
+      if (!data.ref) {
+        // Without a ref it is not the reply to a leave of ours: the user left the room elsewhere.
+        state.rooms.delete(data.roomId);
+        if (current && data.roomId === current.room.id) openRoom(current.room);
+        search();
+      } else if (current && data.roomId === current.room.id) {
+        current.joined = false;
+      }
       break;
     case "error":
       failed(data);
@@ -817,7 +824,7 @@ function settle(ref) {
 function failed(data) {
   const item = settle(data.ref);
   const retryAfter = data.retryAfterMs ? data.retryAfterMs / 1000 : undefined;
-  if (item && item.kind === "send" && !$("message-input").value) {
+  if (item && item.kind === "send" && data.code !== "MESSAGE_DELETED" && !$("message-input").value) {
     // Nothing was stored: give the text back so it can be sent again.
     $("message-input").value = item.content;
   }
