@@ -469,6 +469,7 @@ async function loadOlder() {
 async function refreshLatest(current) {
   const page = await attempt(() => api("GET", `/chat/messages?roomId=${current.room.id}&limit=${PAGE_SIZE}`));
   if (!page || state.current !== current || page.messages.length === 0) return;
+  if (current.messages.size === 0) current.hasMore = page.hasMore;
   const stick = nearBottom();
   const present = new Set(page.messages.map((m) => m.seq));
   const from = page.messages[0].seq;
@@ -734,11 +735,18 @@ function received(data) {
         if (item.kind === "send") transmit(ref, item);
         else state.pending.delete(ref);
       }
-      if (resumed && current && current.member) refreshLatest(current);
+      if (current && current.member && !current.loaded) openRoom(current.room);
+      else if (resumed && current && current.member) refreshLatest(current);
       break;
     }
     case "joined":
-      if (data.truncated && current && current.room.id === data.roomId) refreshLatest(current);
+      // Too much was missed to replay: start again from the latest page (older ones load on
+      // scroll), so no gap is left in between.
+      if (data.truncated && current && current.room.id === data.roomId) {
+        for (const { element } of current.messages.values()) element.remove();
+        current.messages.clear();
+        refreshLatest(current);
+      }
       break;
     case "message":
       if (current && data.message.roomId === current.room.id) {
