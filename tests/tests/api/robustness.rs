@@ -137,6 +137,8 @@ async fn a_method_the_route_does_not_answer_is_405_with_the_methods_it_does() {
         (Method::DELETE, "/chat/messages", "GET, HEAD"),
         (Method::POST, "/ws", "GET, HEAD"),
         (Method::POST, "/metrics", "GET, HEAD"),
+        (Method::POST, "/", "GET, HEAD"),
+        (Method::DELETE, "/favicon.ico", "GET, HEAD"),
     ];
     for (method, path, allow) in cases {
         let response = app.request(method.clone(), path).bearer_auth(&user.token).send().await.unwrap();
