@@ -62,8 +62,8 @@ function unique(prefix) {
 }
 
 /** A browser context whose page records its WebSockets and fails on any script error. */
-async function person(baseUrl, name) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+async function person(baseUrl, name, viewport = { width: 1100, height: 720 }) {
+  const context = await browser.newContext({ viewport });
   await context.addInitScript(() => {
     const Native = window.WebSocket;
     window.__sockets = [];
@@ -405,6 +405,37 @@ test("a send over the rate limit is refused with a clear message and its text ke
     assert.deepEqual(cy.problems, []);
   } finally {
     await cy.context.close();
+    await stack.stop();
+  }
+});
+
+test("the page works at phone width", { skip: !existsSync(CHROMIUM) && !CI }, async () => {
+  const stack = await sqliteStack();
+  const width = 390;
+  const dee = await person(stack.instances[0].baseUrl, "dee", { width, height: 800 });
+  try {
+    const fits = async (selector) => {
+      const box = await dee.page.locator(selector).boundingBox();
+      assert.ok(box && box.x >= 0 && box.x + box.width <= width, `${selector} within the screen: ${JSON.stringify(box)}`);
+    };
+    await fits(id("register"));
+    await register(dee);
+    // With no room open, the rooms take the screen.
+    await fits(id("directory-search"));
+    const room = unique("pocket-");
+    await dee.page.fill(id("room-name"), room);
+    await dee.page.click(id("create-room"));
+    // With a room open, it takes the screen, and the rooms come back with the menu button.
+    await dee.page.fill(id("message-input"), "a long line from a small screen that has to wrap over several lines");
+    await dee.page.press(id("message-input"), "Enter");
+    await dee.page.locator(id("message")).waitFor();
+    for (const selector of [id("message"), id("message-input"), id("send"), id("logout")]) await fits(selector);
+    assert.equal(await dee.page.locator(id("directory-search")).isVisible(), false);
+    await dee.page.click("#toggle-rooms");
+    await fits(`${id("room-item")}[data-room-name="${room}"]`);
+    assert.deepEqual(dee.problems, []);
+  } finally {
+    await dee.context.close();
     await stack.stop();
   }
 });
