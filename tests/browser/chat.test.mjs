@@ -337,6 +337,8 @@ async function conversation(baseA, baseB, { screenshot }) {
     // ada logs out with the button.
     await ada.page.click(id("logout"));
     await ada.page.locator(id("login")).waitFor();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await ada.page.locator(id("error")).isVisible(), false, "no error on a logout of one's own");
 
     assert.deepEqual([...ada.problems, ...bob.problems], []);
   } finally {

@@ -687,11 +687,12 @@ async function connect() {
     state.socket = null;
     state.ready = false;
     if (state.current) state.current.joined = false;
+    // A logout of ours ends the session too (4001): that is no news to show.
+    if (state.closing || !state.token) return;
     if (event.code === 4001) {
       sessionEnded();
       return;
     }
-    if (state.closing || !state.token) return;
     setConnection("reconnecting");
     scheduleReconnect();
   });
