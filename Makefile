@@ -13,6 +13,7 @@ run:
 ## here if they are down).
 test: services example
 	$(CARGO) test --workspace --all-targets --locked
+	tests/browser/run
 
 ## The web client at / in headless Chromium (Debian's chromium package), against a server on SQLite
 ## and two instances on PostgreSQL + Redis; skipped with a warning without Chromium, except in CI.
