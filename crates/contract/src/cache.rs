@@ -328,6 +328,26 @@ pub async fn never_more_than_recent_messages_are_kept<C: MessageCache + ?Sized>(
     assert_eq!(hit(&*cache, other, RECENT_MESSAGES).await, page(kept, true));
 }
 
+pub async fn a_page_read_again_shows_every_change_since<C: MessageCache + ?Sized>(cache: Arc<C>) {
+    let room = RoomId::generate();
+    let mut all = messages(room, 1, 5);
+    load(&*cache, room, &all, false).await;
+    assert_eq!(hit(&*cache, room, 3).await, page(&all[2..], true));
+    assert_eq!(hit(&*cache, room, 3).await, page(&all[2..], true), "read again, unchanged");
+    let next = message(room, 6);
+    stored(&*cache, &next).await;
+    all.push(next);
+    assert_eq!(hit(&*cache, room, 3).await, page(&all[3..], true), "a new message");
+    let edit = edited(&all[5], "new words");
+    cache.message_edited(&edit).await.expect("message edited");
+    all[5] = edit;
+    assert_eq!(hit(&*cache, room, 3).await, page(&all[3..], true), "an edit");
+    cache.message_deleted(room, all[4].id).await.expect("message deleted");
+    all.remove(4);
+    assert_eq!(hit(&*cache, room, 3).await, page(&all[2..], true), "a deletion");
+    assert_eq!(hit(&*cache, room, 10).await, page(&all, false), "another limit");
+}
+
 pub async fn rooms_are_independent<C: MessageCache + ?Sized>(cache: Arc<C>) {
     let (first, second) = (RoomId::generate(), RoomId::generate());
     let ticket = miss(&*cache, first, 10).await;

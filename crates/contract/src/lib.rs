@@ -138,6 +138,7 @@ macro_rules! message_cache_contract {
             delete_reported_before_its_store_never_shows,
             edit_reported_before_its_store_never_shows_old_content,
             never_more_than_recent_messages_are_kept,
+            a_page_read_again_shows_every_change_since,
             rooms_are_independent,
         }
     };

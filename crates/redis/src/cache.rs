@@ -10,13 +10,19 @@
 //! so a ticket handed out before the room expired cannot match its next life. Idle rooms expire
 //! after `cache_idle`.
 //!
+//! Each instance keeps a copy of the pages it served last ([`NEAR_PAGES`] at most), with the
+//! version they were read at. A read sends that version along: while the room's version is
+//! still the same, the page has not changed, and the script answers "unchanged" instead of the
+//! page, so the page is neither sent nor decoded again. The version identifies the room's held
+//! messages because every change bumps it (the same reason a fill ticket is safe).
+//!
 //! A write report that fails (Redis unreachable, or a timeout that leaves it unknown whether it
 //! ran) marks the room dirty on this instance: until a background task has invalidated the room
 //! in Redis, this instance reads the room from storage, and the invalidation runs as soon as
 //! Redis answers again. Every script is idempotent or monotone, so one that runs late after a
 //! timeout changes nothing the invalidation did not already account for.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
@@ -40,6 +46,9 @@ const MAX_DIRTY: usize = 100_000;
 const REPAIR_EVERY: Duration = Duration::from_millis(250);
 /// A ticket no room's version ever equals: versions start at 1 or more.
 const NO_TICKET: FillTicket = FillTicket(0);
+/// Pages this instance keeps a copy of, to be served again while their room is unchanged. A
+/// page holds [`RECENT_MESSAGES`] messages at most.
+const NEAR_PAGES: usize = 64;
 
 const PRELUDE: &str = r"
 local M, Z, H = KEYS[1], KEYS[2], KEYS[3]
@@ -58,7 +67,8 @@ fn script(body: &str) -> Script {
     Script::from_lua(format!("{PRELUDE}{body}"))
 }
 
-/// `{1, has_more, json...}` for a hit, `{0, version}` for a miss (admitting the room).
+/// `{1, has_more, version, json...}` for a hit, `{2, has_more}` for a hit at the version the
+/// caller holds (`ARGV[4]`, empty for none), `{0, version}` for a miss (admitting the room).
 static LATEST: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
@@ -83,7 +93,10 @@ local n = redis.call('ZCARD', Z)
 if n ~= tonumber(redis.call('HGET', M, 'n')) then return evicted() end
 local complete = redis.call('HGET', M, 'complete') == '1'
 if n < limit and not complete then return {0, v} end
-local out = {1, 0}
+local more = 0
+if n > limit or not complete then more = 1 end
+if ARGV[4] == v then return {2, more} end
+local out = {1, more, v}
 if limit > 0 and n > 0 then
   local ids = redis.call('ZRANGE', Z, -limit, -1)
   local fields = {}
@@ -94,7 +107,6 @@ if limit > 0 and n > 0 then
     out[#out + 1] = values[i]
   end
 end
-if n > limit or not complete then out[2] = 1 end
 return out
 ",
     )
@@ -231,13 +243,23 @@ struct Shared {
     idle: String,
     /// Rooms whose write report failed and that are not invalidated in Redis yet.
     dirty: Mutex<HashSet<RoomId>>,
+    /// The pages served last, by room and limit, with the room's version when they were read.
+    near: Mutex<HashMap<(RoomId, u32), NearPage>>,
 }
+
+/// A copy of a page served, with the room's version when it was read.
+type NearPage = (String, Arc<HistoryPage>);
 
 impl RedisMessageCache {
     /// Needs a tokio runtime: it spawns the task that repairs rooms whose reports failed.
     pub fn new(redis: RedisConnection) -> Self {
         let idle = millis(redis.settings().cache_idle).max(1000).to_string();
-        let shared = Arc::new(Shared { redis, idle, dirty: Mutex::new(HashSet::new()) });
+        let shared = Arc::new(Shared {
+            redis,
+            idle,
+            dirty: Mutex::new(HashSet::new()),
+            near: Mutex::new(HashMap::new()),
+        });
         let repair = tokio::spawn(repair(Arc::downgrade(&shared)));
         Self { shared, repair }
     }
@@ -261,6 +283,17 @@ impl Shared {
 
     fn is_dirty(&self, room: RoomId) -> bool {
         self.dirty().contains(&room)
+    }
+
+    /// Keeps a copy of a page read at `version`, in place of any older one; when
+    /// [`NEAR_PAGES`] are held, one of the others makes way.
+    fn keep_near(&self, room: RoomId, limit: u32, version: String, page: &HistoryPage) {
+        let mut near = lock(&self.near);
+        if near.len() >= NEAR_PAGES && !near.contains_key(&(room, limit)) {
+            let other = near.keys().next().copied();
+            other.map(|key| near.remove(&key));
+        }
+        near.insert((room, limit), (version, Arc::new(page.clone())));
     }
 
     async fn call(&self, script: &Script, room: RoomId, args: Vec<String>) -> DomainResult<Value> {
@@ -316,18 +349,31 @@ impl MessageCache for RedisMessageCache {
         }
         let fresh: u64 = rand::rng().random_range(1..(1u64 << 52));
         let limit = limit.min(RECENT_MESSAGES);
-        let args = vec![limit.to_string(), fresh.to_string(), self.shared.idle.clone()];
+        let near = lock(&self.shared.near).get(&(room, limit)).cloned();
+        let held = near.as_ref().map_or_else(String::new, |(version, _)| version.clone());
+        let args = vec![limit.to_string(), fresh.to_string(), self.shared.idle.clone(), held];
         let answer = self.shared.call(&LATEST, room, args).await?;
         let Value::Array(parts) = answer else { return Err(malformed("cache read")) };
         match parts.first().and_then(int) {
+            Some(2) => {
+                let (_, page) = near.ok_or_else(|| malformed("cache read"))?;
+                Ok(CachedPage::Hit(HistoryPage {
+                    has_more: parts.get(1).and_then(int) == Some(1),
+                    ..(*page).clone()
+                }))
+            }
             Some(1) => {
                 let has_more = parts.get(1).and_then(int) == Some(1);
-                let messages = parts[2..]
+                let version =
+                    parts.get(2).and_then(Value::as_string).ok_or_else(|| malformed("cache version"))?;
+                let messages = parts[3..]
                     .iter()
                     .map(|part| part.as_string().ok_or_else(|| malformed("cached message")))
                     .map(|json| json.and_then(|json| decode_message(&json)))
                     .collect::<DomainResult<Vec<Message>>>()?;
-                Ok(CachedPage::Hit(HistoryPage { messages, has_more }))
+                let page = HistoryPage { messages, has_more };
+                self.shared.keep_near(room, limit, version, &page);
+                Ok(CachedPage::Hit(page))
             }
             Some(0) => {
                 let version = parts

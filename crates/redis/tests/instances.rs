@@ -1,13 +1,15 @@
 //! Two adapters on one Redis under one prefix, as two instances see it: presence expires with a
-//! crashed instance, events cross instances once each, and an instance follows a room's
-//! channel only while it has subscribers for it.
+//! crashed instance, events cross instances once each, an instance follows a room's channel
+//! only while it has subscribers for it, and a page one instance read again shows what the
+//! other changed since.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use convo_domain::{Event, EventBus, Presence, RoomId, Topic, UserId};
+use convo_contract::fixture::{edited, message, messages};
+use convo_domain::{CachedPage, Event, EventBus, HistoryPage, MessageCache, Presence, RoomId, Topic, UserId};
 use convo_redis::testing::TestRedis;
-use convo_redis::{RedisConnection, RedisEventBus, RedisPresence};
+use convo_redis::{RedisConnection, RedisEventBus, RedisMessageCache, RedisPresence};
 
 /// A second connection under the same prefix: another instance.
 async fn twin(redis: &TestRedis) -> RedisConnection {
@@ -73,4 +75,37 @@ async fn an_instance_follows_a_room_only_while_it_has_subscribers() {
     tokio::time::sleep(convo_redis::SWEEP_EVERY + Duration::from_secs(1)).await;
     assert_eq!(bus.subscribed_channels(), 1, "abandoned channels are unsubscribed");
     drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_read_again_shows_what_another_instance_changed_since() {
+    let Some(redis) = TestRedis::connect().await else { return };
+    let here = RedisMessageCache::new(redis.connection.clone());
+    let there = RedisMessageCache::new(twin(&redis).await);
+    let room = RoomId::generate();
+    let page =
+        |messages: &[convo_domain::Message]| HistoryPage { messages: messages.to_vec(), has_more: true };
+    async fn read(cache: &RedisMessageCache, room: RoomId) -> HistoryPage {
+        match cache.latest(room, 3).await.expect("latest") {
+            CachedPage::Hit(page) => page,
+            CachedPage::Miss(_) => panic!("expected a hit"),
+        }
+    }
+    let mut all = messages(room, 1, 5);
+    let CachedPage::Miss(ticket) = here.latest(room, 3).await.expect("latest") else { panic!("a miss") };
+    here.fill(room, &HistoryPage { messages: all.clone(), has_more: true }, ticket).await.expect("fill");
+    assert_eq!(read(&here, room).await, page(&all[2..]));
+    assert_eq!(read(&here, room).await, page(&all[2..]), "read again, unchanged");
+
+    let next = message(room, 6);
+    there.messages_stored(room, std::slice::from_ref(&next)).await.expect("stored");
+    all.push(next);
+    assert_eq!(read(&here, room).await, page(&all[3..]), "stored on the other instance");
+    let edit = edited(&all[5], "changed there");
+    there.message_edited(&edit).await.expect("edited");
+    all[5] = edit;
+    assert_eq!(read(&here, room).await, page(&all[3..]), "edited on the other instance");
+    there.message_deleted(room, all[4].id).await.expect("deleted");
+    all.remove(4);
+    assert_eq!(read(&here, room).await, page(&all[2..]), "deleted on the other instance");
 }
