@@ -28,7 +28,7 @@ pub struct UserRef {
 
 impl From<domain::UserRef> for UserRef {
     fn from(user: domain::UserRef) -> Self {
-        Self { id: user.id.as_uuid(), username: user.username.as_str().to_owned() }
+        Self { id: user.id.as_uuid(), username: user.username.into_string() }
     }
 }
 
@@ -63,10 +63,10 @@ impl From<domain::Message> for Message {
             room_id: message.room_id.as_uuid(),
             seq: message.seq,
             author: message.author.into(),
-            content: message.content.as_str().to_owned(),
+            content: message.content.into_string(),
             created_at: message.created_at,
             edited_at: message.edited_at,
-            client_message_id: message.client_message_id.map(|id| id.as_str().to_owned()),
+            client_message_id: message.client_message_id.map(ClientMessageId::into_string),
         }
     }
 }

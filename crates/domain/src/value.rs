@@ -2,8 +2,8 @@
 //! a private `String` that only the type's own `parse` (or storage, which was fed by `parse`) can
 //! fill. The rules stay with each type; this macro writes the rest once.
 
-/// Declares a text value type. The plain form can be read and printed (`as_str`, `AsRef<str>`,
-/// `Display`) and rebuilt from storage (`from_trusted`); the `secret` form prints as `Name(***)`
+/// Declares a text value type. The plain form can be read and printed (`as_str`, `into_string`,
+/// `AsRef<str>`, `Display`) and rebuilt from storage (`from_trusted`); the `secret` form prints as `Name(***)`
 /// in `Debug` and has no way to read it but the accessors its module writes on purpose.
 macro_rules! text_value {
     ($(#[$doc:meta])* $name:ident) => {
@@ -20,6 +20,11 @@ macro_rules! text_value {
             /// Rebuilds a value read back from storage, where it was validated on the way in.
             pub fn from_trusted(value: String) -> Self {
                 Self(value)
+            }
+
+            /// The value as text, without a copy.
+            pub fn into_string(self) -> String {
+                self.0
             }
         }
 
