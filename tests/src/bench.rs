@@ -94,3 +94,79 @@ pub async fn register_all(app: &crate::TestApp, prefix: &str, count: usize) -> V
         .collect()
         .await
 }
+
+/// A joined subscriber's socket, read straight off TCP: the frames a busy room sends are
+/// parsed in place, with no allocation, copy or message object per frame, so that the load
+/// generator's reading of a million frames a second costs a fraction of what a full WebSocket
+/// client costs, leaving the shared cores to the server being measured. It understands what
+/// the server sends: unfragmented, unmasked frames. Pings are answered; anything else ends it.
+pub struct RawFrames {
+    /// Only its TCP stream is used from now on.
+    socket: Socket,
+    /// Bytes read and not parsed yet, from `start`.
+    buffer: Vec<u8>,
+    start: usize,
+}
+
+/// Bytes read at most at once.
+const RAW_READ: usize = 64 * 1024;
+
+impl RawFrames {
+    /// Takes over a socket that has joined its room and is not sent anything until then.
+    /// Panics on a TLS socket (the benches speak plain TCP).
+    pub fn new(socket: Socket) -> Self {
+        assert!(matches!(socket.get_ref(), MaybeTlsStream::Plain(_)), "the benches speak plain TCP");
+        Self { socket, buffer: Vec::with_capacity(2 * RAW_READ), start: 0 }
+    }
+
+    /// Waits for bytes, then hands every complete text frame to `each`; `false` once the
+    /// socket is closed, failed or sent something it should not have.
+    pub async fn read(&mut self, mut each: impl FnMut(&str)) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        if self.start > 0 {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+        }
+        let MaybeTlsStream::Plain(tcp) = self.socket.get_mut() else { return false };
+        self.buffer.reserve(RAW_READ);
+        match tcp.read_buf(&mut self.buffer).await {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        let mut pong = None;
+        while let Some((opcode, payload, length)) = frame_at(&self.buffer[self.start..]) {
+            match opcode {
+                0x1 => match std::str::from_utf8(payload) {
+                    Ok(text) => each(text),
+                    Err(_) => return false,
+                },
+                0x9 => pong = Some(payload.to_vec()),
+                0xA => {}
+                _ => return false,
+            }
+            self.start += length;
+        }
+        if let Some(payload) = pong {
+            // A client's frame is masked: a zero key leaves the payload as it is.
+            let mut frame = vec![0x8A, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+            frame.extend_from_slice(&payload);
+            if tcp.write_all(&frame).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The first frame of `bytes` if it is complete: its opcode, its payload and its whole length.
+fn frame_at(bytes: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let (&first, &second) = (bytes.first()?, bytes.get(1)?);
+    let (length, header) = match second & 0x7F {
+        126 => (u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?) as usize, 4),
+        127 => (u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?) as usize, 10),
+        short => (short as usize, 2),
+    };
+    let payload = bytes.get(header..header + length)?;
+    Some((first & 0x0F, payload, header + length))
+}

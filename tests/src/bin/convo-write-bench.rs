@@ -32,7 +32,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use convo_tests::bench::{Socket, back_to_back, join, open_socket, percentile_ms, register_all};
+use convo_tests::bench::{RawFrames, Socket, back_to_back, join, open_socket, percentile_ms, register_all};
 use convo_tests::process::{ServerProcess, Stack, own_cpu_time};
 use convo_tests::{TestApp, TestUser};
 use futures_util::future::join_all;
@@ -334,34 +334,38 @@ struct Received {
 
 /// Reads `message` frames until the last acknowledged seq (`target`, once known) has arrived,
 /// or nothing has for [`GRACE`] after it became known.
-async fn subscribe(mut socket: Socket, mut target: watch::Receiver<Option<i64>>) -> Received {
+async fn subscribe(socket: Socket, mut target: watch::Receiver<Option<i64>>) -> Received {
     let mut received = Received { count: 0, in_order: 0, last_at: Instant::now() };
     let mut last_seq = 0;
+    let mut frames = RawFrames::new(socket);
     loop {
         let goal = *target.borrow_and_update();
         if goal.is_some_and(|goal| last_seq >= goal) {
             break;
         }
         let wait = if goal.is_some() { GRACE } else { Duration::from_secs(3600) };
-        let next = tokio::select! {
+        let mut arrived = 0;
+        let read = tokio::select! {
             changed = target.changed() => match changed {
                 Ok(()) => continue,
                 Err(_) => break,
             },
-            next = tokio::time::timeout(wait, socket.next()) => next,
+            read = tokio::time::timeout(wait, frames.read(|text| {
+                if let Some(seq) = message_seq(text) {
+                    arrived += 1;
+                    if seq > last_seq {
+                        received.in_order += 1;
+                        last_seq = seq;
+                    }
+                }
+            })) => read,
         };
-        let text = match next {
-            Ok(Some(Ok(Message::Text(text)))) => text,
-            Ok(Some(Ok(_))) => continue,
-            _ => break,
-        };
-        if let Some(seq) = message_seq(&text) {
-            received.count += 1;
+        if arrived > 0 {
+            received.count += arrived;
             received.last_at = Instant::now();
-            if seq > last_seq {
-                received.in_order += 1;
-                last_seq = seq;
-            }
+        }
+        if read != Ok(true) {
+            break;
         }
     }
     received
