@@ -31,8 +31,8 @@ docs:
 ## Measure (release builds), on SQLite and on PostgreSQL + Redis, with the server's CPU apart
 ## from the load generator's: history reads by room id and by name (64 connections); the write
 ## path (REST sends into one room and into 64 rooms, one pipelined WebSocket sender into a room
-## of 200 subscribers, then of none); WebSocket fan-out to 1000 subscribers; server memory per
-## idle WebSocket.
+## of 200 subscribers, then of none); WebSocket fan-out, send to receipt, to 200 subscribers at
+## 8,800 msgs/s and to 1,000 at 400 msgs/s; server memory per idle WebSocket.
 bench: services
 	$(CARGO) build --release --locked -p convo-server -p convo-tests --bins
 	./target/release/convo-read-bench sqlite 10 64
@@ -41,7 +41,9 @@ bench: services
 	./target/release/convo-write-bench postgres-redis 10 200 window:256
 	./target/release/convo-write-bench sqlite 10 0 window:256
 	./target/release/convo-write-bench postgres-redis 10 0 window:256
-	./target/release/convo-ws-bench fanout 1000 100 10
+	./target/release/convo-ws-bench fanout 200 8800 10 sqlite
+	./target/release/convo-ws-bench fanout 200 8800 10 postgres-redis
+	./target/release/convo-ws-bench fanout 1000 400 10 postgres-redis
 	./target/release/convo-ws-bench idle 10000
 
 services:

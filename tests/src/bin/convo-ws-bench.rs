@@ -1,18 +1,21 @@
-//! `make bench-ws`: the WebSocket gateway under load, against a `convo` server running as its
-//! own process (so that its memory can be read from /proc) on a fresh SQLite file.
+//! `make bench`'s WebSocket gateway under load, against a `convo` server running as its own
+//! process (so that its memory can be read from /proc), on a fresh SQLite file or, given
+//! `postgres-redis` as a last argument, on a fresh PostgreSQL database and the local Redis.
 //!
 //! usage:
-//!   convo-ws-bench fanout [subscribers] [messages per second] [seconds]
+//!   convo-ws-bench fanout [subscribers] [messages per second] [seconds] [sqlite|postgres-redis]
 //!       subscribers in one room; four sender sockets send at the given total rate; reports
-//!       deliveries per second and end-to-end latency percentiles (send to receipt)
-//!   convo-ws-bench idle [connections]
+//!       deliveries per second and end-to-end latency percentiles (send to receipt). Once
+//!       joined, subscribers read their frames straight off TCP (`RawFrames`), so that the
+//!       load generator's share of the two cores stays small
+//!   convo-ws-bench idle [connections] [sqlite|postgres-redis]
 //!       opens that many connections that do nothing; reports the server's memory per connection
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use convo_tests::bench::{Socket, join, open_socket};
+use convo_tests::bench::{RawFrames, Socket, join, open_socket};
 use convo_tests::process::{ServerProcess, Stack};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -23,7 +26,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let number = |index: usize, default: u64| args.get(index).and_then(|n| n.parse().ok()).unwrap_or(default);
-    let server = Server::start().await;
+    let stack = args.iter().find_map(|arg| Stack::parse(arg)).unwrap_or(Stack::Sqlite);
+    let Some(server) = Server::start(stack).await else {
+        return eprintln!("convo-ws-bench: {} is not available here", stack.label());
+    };
     match args.first().map(String::as_str) {
         Some("fanout") | None => fanout(&server, number(1, 1000), number(2, 100), number(3, 10)).await,
         Some("idle") => idle(&server, number(1, 10_000)).await,
@@ -31,19 +37,20 @@ async fn main() {
     }
 }
 
-/// A `convo` process on a free port and a fresh SQLite file.
+/// A `convo` process on a free port and fresh storage.
 struct Server {
+    stack: Stack,
     process: ServerProcess,
     base: String,
     http: reqwest::Client,
 }
 
 impl Server {
-    async fn start() -> Server {
+    async fn start(stack: Stack) -> Option<Server> {
         let limits = [("RATE_LIMIT_POINTS", "1000000")];
-        let process = ServerProcess::start(Stack::Sqlite, &limits).await.expect("SQLite is always available");
+        let process = ServerProcess::start(stack, &limits).await?;
         let base = process.app.base_url.trim_start_matches("http://").to_owned();
-        Server { http: process.app.client.clone(), process, base }
+        Some(Server { stack, http: process.app.client.clone(), process, base })
     }
 
     async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Value {
@@ -86,25 +93,32 @@ async fn fanout(server: &Server, subscribers: u64, rate: u64, seconds: u64) {
         let last_receipt = last_receipt.clone();
         readers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut frames = RawFrames::new(socket);
             // A reader stops after five quiet seconds: the run is over.
-            while let Ok(Some(Ok(message))) =
-                tokio::time::timeout(Duration::from_secs(5), socket.next()).await
-            {
-                let Message::Text(text) = message else { continue };
-                // The content is "t<micros since start>"; find it without a full JSON parse.
-                let Some(at) = text.find("\"content\":\"t") else { continue };
-                let digits: String = text[at + 12..].chars().take_while(char::is_ascii_digit).collect();
-                if let Ok(sent) = digits.parse::<u64>() {
-                    let now = started.elapsed().as_micros() as u64;
-                    latencies.push(now.saturating_sub(sent));
-                    last_receipt.fetch_max(now, Ordering::Relaxed);
-                }
-            }
+            while let Ok(true) = tokio::time::timeout(
+                Duration::from_secs(5),
+                frames.read(|text| {
+                    // The content is "t<micros since start>"; found without a full JSON parse.
+                    let Some(at) = text.find("\"content\":\"t") else { return };
+                    let digits = &text[at + 12..];
+                    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+                    if let Ok(sent) = digits[..end].parse::<u64>() {
+                        let now = started.elapsed().as_micros() as u64;
+                        latencies.push(now.saturating_sub(sent));
+                        last_receipt.fetch_max(now, Ordering::Relaxed);
+                    }
+                }),
+            )
+            .await
+            {}
             latencies
         }));
     }
     let idle_rss = server.rss();
-    println!("fanout: {subscribers} subscribers in one room, {rate} messages/s for {seconds} s");
+    println!(
+        "fanout: {subscribers} subscribers in one room, {rate} messages/s for {seconds} s, on {}",
+        server.stack.label()
+    );
 
     // Four sender sockets share the rate, each paced by its own ticker.
     let senders = 4;
