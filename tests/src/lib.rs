@@ -8,6 +8,7 @@
 //! server as a child process ([`process`]), to measure its CPU apart from their own.
 
 pub mod bench;
+pub mod drill;
 pub mod process;
 pub mod redis;
 pub mod ws;
