@@ -2,7 +2,7 @@
 # `make test` runs every test against SQLite and the local PostgreSQL.
 CARGO ?= cargo
 
-.PHONY: run test browser example docs bench services openapi fmt lint build clean
+.PHONY: run test drill browser example docs bench services openapi fmt lint build clean
 
 ## Build in release mode and serve on the embedded default (migrations are applied at start-up).
 run:
@@ -14,6 +14,14 @@ run:
 test: services example
 	$(CARGO) test --workspace --all-targets --locked
 	tests/browser/run
+
+## Fault drills (about a minute after the build): two `convo` processes on a Redis and a
+## PostgreSQL cluster of the drills' own, under continuous REST and WebSocket traffic, while Redis,
+## an instance or PostgreSQL is killed and brought back; prints a table of what held.
+## `make drill DRILLS=kill-instance` runs only the named ones.
+drill: services
+	$(CARGO) build --locked -p convo-server -p convo-tests --bin convo --bin convo-drill
+	$(or $(CARGO_TARGET_DIR),target)/debug/convo-drill $(DRILLS)
 
 ## The web client at / in headless Chromium (Debian's chromium package), against a server on SQLite
 ## and two instances on PostgreSQL + Redis; skipped with a warning without Chromium, except in CI.

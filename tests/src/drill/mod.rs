@@ -209,7 +209,7 @@ pub async fn run(fault: Fault) -> Result<Outcome, String> {
         Fault::TerminateInstance => a.terminate(),
         Fault::RestartPostgres => {
             if let Database::Own(postgres) = &database {
-                postgres.crash_and_restart(POSTGRES_DOWN);
+                tokio::task::block_in_place(|| postgres.crash_and_restart(POSTGRES_DOWN));
             }
         }
     }
@@ -252,6 +252,21 @@ pub async fn run(fault: Fault) -> Result<Outcome, String> {
             problems.push(format!("instance A still runs {:?} after SIGTERM", AFTER));
         }
     }
+    let during = |prefix: &str| {
+        acks.iter()
+            .filter(|ack| ack.content.starts_with(prefix) && ack.at >= fault_at && ack.at < cleared_at)
+            .count()
+    };
+    let mut times: Vec<Instant> = acks.iter().map(|ack| ack.at).collect();
+    times.sort_unstable();
+    let longest = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    eprintln!(
+        "  acks while the fault lasted ({:.2} s): {} over WebSocket, {} over REST; longest pause between acks {:.2} s",
+        (cleared_at - fault_at).as_secs_f64(),
+        during("ws-"),
+        during("rest-"),
+        longest.as_secs_f64()
+    );
     let mut closes: Vec<String> = Vec::new();
     for (who, list) in [
         ("sender", sender_closes.lock().unwrap().clone()),
