@@ -2,7 +2,7 @@
 //! every instance.
 
 use async_trait::async_trait;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::error::DomainResult;
 use crate::id::{MessageId, RoomId, SessionId, UserId};
@@ -108,8 +108,9 @@ impl Event {
 /// Why a [`Subscription`] has no event to give.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubscriptionError {
-    /// The subscriber fell behind and this many events were lost to it: it should resynchronise
-    /// (read what it missed from storage), then carry on.
+    /// The subscriber fell behind and this many events were lost to it (0: an unknown number,
+    /// when the bus itself lost its link to the other instances for a while): it should
+    /// resynchronise (read what it missed from storage), then carry on.
     #[error("fell {0} events behind")]
     Lagged(u64),
     /// The feed ended; no event will come any more.
@@ -118,24 +119,52 @@ pub enum SubscriptionError {
 }
 
 /// A live feed of one topic; dropping it unsubscribes. A subscriber that falls more than the
-/// bus's buffer behind gets [`SubscriptionError::Lagged`] and should resynchronise.
+/// bus's buffer behind gets [`SubscriptionError::Lagged`] and should resynchronise; so does
+/// every subscriber of a bus whose link to the other instances came back after a break
+/// ([`Subscription::resyncing`]), since what was published meanwhile never reached it.
 ///
 /// Adapters feed it from an in-process broadcast channel (the one the bus fans out on), so
 /// receiving costs what the channel costs: no boxing, no allocation per event.
 #[derive(Debug)]
 pub struct Subscription {
     events: broadcast::Receiver<Event>,
+    /// Changes whenever events may have been lost to every subscriber of the bus at once.
+    resync: Option<watch::Receiver<u64>>,
 }
 
 impl Subscription {
     /// A subscription fed by an adapter's broadcast channel.
     pub fn new(events: broadcast::Receiver<Event>) -> Self {
-        Self { events }
+        Self { events, resync: None }
+    }
+
+    /// A subscription that also gets [`SubscriptionError::Lagged`]`(0)` once each time `resync`
+    /// changes after it was created: for an adapter that can lose events on every topic at once
+    /// (a dropped connection), and says so by changing the value when it hears again.
+    pub fn resyncing(events: broadcast::Receiver<Event>, mut resync: watch::Receiver<u64>) -> Self {
+        resync.mark_unchanged();
+        Self { events, resync: Some(resync) }
     }
 
     /// The next event, waiting for it.
     pub async fn recv(&mut self) -> Result<Event, SubscriptionError> {
-        self.events.recv().await.map_err(|error| match error {
+        let received = match &mut self.resync {
+            None => self.events.recv().await,
+            Some(resync) => tokio::select! {
+                biased;
+                changed = resync.changed() => {
+                    if changed.is_ok() {
+                        resync.mark_unchanged();
+                        return Err(SubscriptionError::Lagged(0));
+                    }
+                    // The adapter is gone; its channel closes too.
+                    self.resync = None;
+                    self.events.recv().await
+                }
+                received = self.events.recv() => received,
+            },
+        };
+        received.map_err(|error| match error {
             broadcast::error::RecvError::Lagged(missed) => SubscriptionError::Lagged(missed),
             broadcast::error::RecvError::Closed => SubscriptionError::Closed,
         })
@@ -143,6 +172,12 @@ impl Subscription {
 
     /// The next event if one has arrived, `Ok(None)` if none has yet.
     pub fn try_recv(&mut self) -> Result<Option<Event>, SubscriptionError> {
+        if let Some(resync) = &mut self.resync
+            && resync.has_changed().unwrap_or(false)
+        {
+            resync.mark_unchanged();
+            return Err(SubscriptionError::Lagged(0));
+        }
         match self.events.try_recv() {
             Ok(event) => Ok(Some(event)),
             Err(broadcast::error::TryRecvError::Empty) => Ok(None),
@@ -176,5 +211,52 @@ pub trait EventBus: Send + Sync {
     /// mark it was filled under still holds. A bus that spans one process hears everything: `Some(0)`.
     fn continuity(&self) -> Option<u64> {
         Some(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn typing() -> Event {
+        Event::Typing {
+            room_id: RoomId::generate(),
+            user: UserRef { id: UserId::generate(), username: crate::Username::parse("ada").unwrap() },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resyncing_subscription_reports_each_break_once_and_then_carries_on() {
+        let (events, receiver) = broadcast::channel(8);
+        let resync = watch::Sender::new(7);
+        let mut subscription = Subscription::resyncing(receiver, resync.subscribe());
+        // What happened before the subscription is no news to it.
+        assert_eq!(subscription.try_recv(), Ok(None));
+
+        let event = typing();
+        events.send(event.clone()).unwrap();
+        resync.send_modify(|generation| *generation += 1);
+        // The loss comes first: the subscriber reads what it missed, then the buffered events.
+        assert_eq!(subscription.recv().await, Err(SubscriptionError::Lagged(0)));
+        assert_eq!(subscription.recv().await, Ok(event.clone()));
+
+        resync.send_modify(|generation| *generation += 1);
+        assert_eq!(subscription.try_recv(), Err(SubscriptionError::Lagged(0)));
+        assert_eq!(subscription.try_recv(), Ok(None));
+
+        // The adapter gone: its channel ends the feed.
+        drop(resync);
+        drop(events);
+        assert_eq!(subscription.recv().await, Err(SubscriptionError::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_plain_subscription_never_reports_a_resync() {
+        let (events, receiver) = broadcast::channel(8);
+        let mut subscription = Subscription::new(receiver);
+        let event = typing();
+        events.send(event.clone()).unwrap();
+        assert_eq!(subscription.recv().await, Ok(event));
+        assert_eq!(subscription.try_recv(), Ok(None));
     }
 }

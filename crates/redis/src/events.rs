@@ -26,7 +26,7 @@ use fred::clients::SubscriberClient;
 use fred::prelude::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::Message as RedisMessage;
 use fred::types::config::Server;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::connection::{RedisConnection, RedisError};
@@ -63,12 +63,20 @@ struct Shared {
 }
 
 /// Whether the subscriber connection has heard everything published since `mark` last changed.
-#[derive(Default)]
 struct Link {
     /// Cleared when the connection fails; set once it is back and its channels are subscribed.
     whole: AtomicBool,
     /// Changes at every return of the connection and whenever the dispatcher dropped messages.
     mark: AtomicU64,
+    /// Changes at the same moments as `mark`, once the loss is over: every subscription then
+    /// gets `Lagged` and reads what it missed (nothing else would tell a room that fell quiet).
+    resync: watch::Sender<u64>,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Self { whole: AtomicBool::default(), mark: AtomicU64::default(), resync: watch::Sender::new(0) }
+    }
 }
 
 impl Link {
@@ -80,6 +88,17 @@ impl Link {
     fn restored(&self) {
         self.mark.fetch_add(1, Ordering::SeqCst);
         self.whole.store(true, Ordering::SeqCst);
+        self.resync.send_modify(|generation| *generation += 1);
+    }
+
+    /// Messages were dropped on their way to the subscriptions.
+    fn missed(&self) {
+        self.mark.fetch_add(1, Ordering::SeqCst);
+        self.resync.send_modify(|generation| *generation += 1);
+    }
+
+    fn subscription(&self, events: broadcast::Receiver<Event>) -> Subscription {
+        Subscription::resyncing(events, self.resync.subscribe())
     }
 }
 
@@ -245,7 +264,7 @@ async fn dispatch(shared: Weak<Shared>, mut inbox: broadcast::Receiver<RedisMess
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::error!(missed, "the event dispatcher fell behind; events were lost");
                 let Some(shared) = shared.upgrade() else { return };
-                shared.link.mark.fetch_add(1, Ordering::SeqCst);
+                shared.link.missed();
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
@@ -384,7 +403,7 @@ impl EventBus for RedisEventBus {
                 Some(state) if state.sender.receiver_count() > 0 => {
                     let receiver = state.sender.subscribe();
                     if state.armed {
-                        return Ok(Subscription::new(receiver));
+                        return Ok(shared.link.subscription(receiver));
                     }
                     let (waiter, armed) = oneshot::channel();
                     state.waiters.push(waiter);
@@ -435,14 +454,14 @@ impl EventBus for RedisEventBus {
                 }
                 let retry = (tokio::time::Instant::now() + FENCE_RETRY).min(deadline);
                 match tokio::time::timeout_at(retry, &mut armed).await {
-                    Ok(Ok(())) => return Ok(Subscription::new(receiver)),
+                    Ok(Ok(())) => return Ok(shared.link.subscription(receiver)),
                     Ok(Err(_)) => break,
                     Err(_) if tokio::time::Instant::now() >= deadline => break,
                     Err(_) => {}
                 }
             }
         } else if let Ok(Ok(())) = tokio::time::timeout_at(deadline, armed).await {
-            return Ok(Subscription::new(receiver));
+            return Ok(shared.link.subscription(receiver));
         }
         shared.forget(&channel, fence);
         Err(DomainError::unavailable(WHAT, "the subscription was not confirmed in time"))

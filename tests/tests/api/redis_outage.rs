@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use convo_domain::{Event, EventBus, SessionId, Topic, UserId};
+use convo_domain::{Event, EventBus, SessionId, SubscriptionError, Topic, UserId};
 use convo_redis::{RedisConnection, RedisEventBus};
 use convo_sql::testing::TestDatabase;
 use convo_tests::redis::{RedisServer, spawn_on};
@@ -185,10 +185,13 @@ async fn the_event_bus_admits_that_events_may_be_missed_while_redis_is_gone_and_
     eventually("the bus hears again", || bus.continuity().is_some()).await;
     assert_ne!(bus.continuity(), Some(before), "what was trusted before the loss is trusted no more");
 
-    // Back means subscribed again: announcements reach the old subscription.
+    // Back means subscribed again: the old subscription is told once that it may have missed
+    // events (so that it reads them from storage), and announcements reach it.
     let revoked =
         Event::SessionsRevoked { user_id: UserId::generate(), sessions: vec![SessionId::generate()] };
     bus.publish(revoked.clone()).await.expect("publishes");
+    let told = tokio::time::timeout(PROMPT, sessions.recv()).await.expect("in time");
+    assert_eq!(told, Err(SubscriptionError::Lagged(0)));
     let heard = tokio::time::timeout(PROMPT, sessions.recv()).await.expect("in time");
     assert_eq!(heard, Ok(revoked));
 }
