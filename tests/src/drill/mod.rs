@@ -39,6 +39,9 @@ pub enum Fault {
     RedisEmpty,
     /// Redis (append-only file, synced on every write) SIGKILLed, restarted with its data.
     RedisWithData,
+    /// As [`Fault::RedisWithData`], but the senders stop as Redis returns: what was sent during
+    /// the outage must still reach every subscriber, with no later message to reveal the gap.
+    RedisThenQuiet,
     /// Instance A SIGKILLed; its clients move to B.
     KillInstance,
     /// Instance A SIGTERMed: its sockets must close with 1001, and its acks be durable.
@@ -48,9 +51,10 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 5] = [
+    pub const ALL: [Fault; 6] = [
         Fault::RedisEmpty,
         Fault::RedisWithData,
+        Fault::RedisThenQuiet,
         Fault::KillInstance,
         Fault::TerminateInstance,
         Fault::RestartPostgres,
@@ -61,6 +65,7 @@ impl Fault {
         match self {
             Fault::RedisEmpty => "redis-empty",
             Fault::RedisWithData => "redis-with-data",
+            Fault::RedisThenQuiet => "redis-then-quiet",
             Fault::KillInstance => "kill-instance",
             Fault::TerminateInstance => "terminate-instance",
             Fault::RestartPostgres => "restart-postgres",
@@ -71,6 +76,7 @@ impl Fault {
         match self {
             Fault::RedisEmpty => "Redis SIGKILL, 3 s down, back empty",
             Fault::RedisWithData => "Redis SIGKILL, 3 s down, back with its data (AOF)",
+            Fault::RedisThenQuiet => "the same, and no message after Redis returns",
             Fault::KillInstance => "instance A SIGKILL, clients move to B",
             Fault::TerminateInstance => "instance A SIGTERM, clients move to B",
             Fault::RestartPostgres => "PostgreSQL crash stop, 1 s down, restart",
@@ -115,7 +121,8 @@ impl Database {
 
 /// Runs one drill; `Err` when a service it needs cannot be started here.
 pub async fn run(fault: Fault) -> Result<Outcome, String> {
-    let mut redis = DrillRedis::start(fault == Fault::RedisWithData)?;
+    let mut redis = DrillRedis::start(matches!(fault, Fault::RedisWithData | Fault::RedisThenQuiet))?;
+    let quiet = fault == Fault::RedisThenQuiet;
     let database = if fault == Fault::RestartPostgres {
         Database::Own(DrillPostgres::start()?)
     } else {
@@ -200,7 +207,7 @@ pub async fn run(fault: Fault) -> Result<Outcome, String> {
     tokio::time::sleep(WARM_UP).await;
     let fault_at = Instant::now();
     match fault {
-        Fault::RedisEmpty | Fault::RedisWithData => {
+        Fault::RedisEmpty | Fault::RedisWithData | Fault::RedisThenQuiet => {
             redis.kill();
             tokio::time::sleep(REDIS_DOWN).await;
             redis.start_again();
@@ -214,7 +221,9 @@ pub async fn run(fault: Fault) -> Result<Outcome, String> {
         }
     }
     let cleared_at = Instant::now();
-    tokio::time::sleep(AFTER).await;
+    if !quiet {
+        tokio::time::sleep(AFTER).await;
+    }
 
     stop_senders.store(true, Ordering::SeqCst);
     for sender in senders {
@@ -237,7 +246,7 @@ pub async fn run(fault: Fault) -> Result<Outcome, String> {
     let survivor = &b.base_url;
     let history = full_history(&http, survivor, &accounts[0], &room).await;
     let mut outcome =
-        check(fault, &acks, &history, &[("A", &seen_a), ("B", &seen_b)], cleared_at, &mut problems);
+        check(fault, &acks, &history, &[("A", &seen_a), ("B", &seen_b)], cleared_at, quiet, &mut problems);
     latest_page_matches(&http, survivor, &accounts[0], &room, &history, &mut problems).await;
 
     if fault == Fault::TerminateInstance {
@@ -303,6 +312,7 @@ fn check(
     history: &[(i64, String)],
     subscribers: &[(&str, &Arc<Mutex<Seen>>)],
     cleared_at: Instant,
+    quiet: bool,
     problems: &mut Vec<String>,
 ) -> Outcome {
     let mut stored: HashMap<&str, Vec<i64>> = HashMap::new();
@@ -342,7 +352,8 @@ fn check(
     let sent_after: HashMap<i64, Instant> =
         acks.iter().filter(|ack| ack.at >= cleared_at).map(|ack| (ack.seq, ack.at)).collect();
     let first_ack_after = acks.iter().filter(|ack| ack.at >= cleared_at).map(|ack| ack.at).min();
-    let mut recovered_at = first_ack_after;
+    // With no traffic after the fault, it is flowing again once every subscriber has caught up.
+    let mut recovered_at = if quiet { Some(cleared_at) } else { first_ack_after };
     for (name, seen) in subscribers {
         let seen = seen.lock().unwrap();
         gaps += seen.gaps.len();
@@ -363,12 +374,16 @@ fn check(
                 break;
             }
         }
-        let first = seen
-            .messages
-            .iter()
-            .filter(|(seq, _, _)| sent_after.contains_key(seq))
-            .map(|(_, _, at)| *at)
-            .min();
+        let first = if quiet {
+            let caught_up = seen.last_seq >= last;
+            seen.messages.iter().map(|(_, _, at)| *at).max().filter(|_| caught_up)
+        } else {
+            seen.messages
+                .iter()
+                .filter(|(seq, _, _)| sent_after.contains_key(seq))
+                .map(|(_, _, at)| *at)
+                .min()
+        };
         recovered_at = match (recovered_at, first) {
             (Some(a), Some(b)) => Some(a.max(b)),
             _ => None,
@@ -555,7 +570,8 @@ mod tests {
         cleared_at: Instant,
     ) -> (Outcome, Vec<String>) {
         let mut problems = Vec::new();
-        let outcome = check(Fault::KillInstance, acks, history, &[("A", seen)], cleared_at, &mut problems);
+        let outcome =
+            check(Fault::KillInstance, acks, history, &[("A", seen)], cleared_at, false, &mut problems);
         (outcome, problems)
     }
 
