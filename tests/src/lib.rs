@@ -6,6 +6,8 @@
 //! The tests themselves are one binary, `tests/api/main.rs`, with a module per area, so the
 //! server is linked once. The load programs in `src/bin` use the same support and run the
 //! server as a child process ([`process`]), to measure its CPU apart from their own.
+//! [`drill`] runs two such processes on a Redis and a PostgreSQL of its own and breaks them
+//! under traffic (`make drill`).
 
 pub mod bench;
 pub mod drill;
