@@ -37,6 +37,8 @@ async fn main() -> ExitCode {
             Err(reason) => eprintln!("\n*** SKIPPED drill {}: {reason} ***\n", fault.name()),
         }
     }
-    println!("\n{}", drill::table(&outcomes));
+    if !outcomes.is_empty() {
+        println!("\n{}", drill::table(&outcomes));
+    }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
