@@ -231,11 +231,14 @@ pub async fn run(fault: Fault) -> Result<Outcome, String> {
     }
     let acks = acks.lock().unwrap().clone();
     let final_seq = acks.iter().map(|ack| ack.seq).max().unwrap_or(0);
-    let drain_until = Instant::now() + DRAIN;
-    while Instant::now() < drain_until
-        && (seen_a.lock().unwrap().last_seq < final_seq || seen_b.lock().unwrap().last_seq < final_seq)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // Counted in naps rather than against the clock, so that a machine that stalls for a while
+    // (a loaded CI host) does not cut the wait short.
+    const NAP: Duration = Duration::from_millis(50);
+    for _ in 0..DRAIN.as_millis() / NAP.as_millis() {
+        if seen_a.lock().unwrap().last_seq >= final_seq && seen_b.lock().unwrap().last_seq >= final_seq {
+            break;
+        }
+        tokio::time::sleep(NAP).await;
     }
     stop_subscribers.store(true, Ordering::SeqCst);
     for subscriber in subscribers {
