@@ -171,7 +171,8 @@ async fn the_sixth_message_inside_the_window_is_rate_limited() {
 }
 
 /// Refusals for the room come before the rate limit: a stranger is told 403 (or 404 for a room
-/// that does not exist) however often he tries, and none of it costs him a point.
+/// that does not exist) however often he tries, none of it costs him a point, and he is told
+/// so even once his budget is spent elsewhere.
 async fn refusals_for_the_room_spend_no_rate_limit_points(app: TestApp) {
     let owner = app.register("keeper").await;
     let room = app.create_room(&owner, "walled").await;
@@ -192,6 +193,12 @@ async fn refusals_for_the_room_spend_no_rate_limit_points(app: TestApp) {
     }
     let response = app.send(&stranger, &room, "one too many").await;
     expect_problem(response, StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED").await;
+    // Out of points, he is still told that he does not belong where he does not.
+    let fenced = app.create_room(&owner, "fenced").await;
+    let response = app.send(&stranger, &fenced, "and here?").await;
+    expect_problem(response, StatusCode::FORBIDDEN, "NOT_A_MEMBER").await;
+    let response = app.send(&stranger, &nowhere, "or here?").await;
+    expect_problem(response, StatusCode::NOT_FOUND, "ROOM_NOT_FOUND").await;
 }
 
 #[tokio::test]

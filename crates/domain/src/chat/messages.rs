@@ -270,6 +270,7 @@ mod tests {
             .limiter
             .expect_acquire_each()
             .returning(|_, _| Ok(vec![RateDecision::Limited { retry_after: Duration::from_millis(2500) }]));
+        mocks.rooms.expect_membership().returning(|_, _| Ok(crate::room::Membership::Member));
         mocks.messages.expect_insert_batch().never();
         let error = mocks
             .service()

@@ -100,6 +100,7 @@ impl ChatUseCases {
                 messages: Arc::clone(&ports.messages),
                 cache: Arc::clone(&ports.cache),
                 events: Arc::clone(&ports.events),
+                rooms: Arc::clone(&ports.rooms),
             },
             messages::retried_send,
         );

@@ -23,6 +23,7 @@ use crate::event::{Event, EventBus};
 use crate::id::{RoomId, UserId};
 use crate::message::{Message, MessageCache, MessageRepository, NewMessage, Posted};
 use crate::rate_limit::{RateDecision, RateLimit, RateLimiter};
+use crate::room::{Membership, RoomRepository};
 use crate::sync::lock;
 
 /// The most sends stored in one transaction.
@@ -70,6 +71,8 @@ pub(super) struct SequencerPorts {
     pub(super) messages: Arc<dyn MessageRepository>,
     pub(super) cache: Arc<dyn MessageCache>,
     pub(super) events: Arc<dyn EventBus>,
+    /// Asked only about the authors of sends over their limit.
+    pub(super) rooms: Arc<dyn RoomRepository>,
 }
 
 /// How a worker's verdict on each stored message is turned into the send's answer (a retry
@@ -160,7 +163,7 @@ impl Sequencer {
                     Err(_) => break,
                 }
             }
-            let mut batch = self.count(sends).await;
+            let mut batch = self.count(room, sends).await;
             self.insert(room, &mut batch).await;
             if to_reporter.send(batch).await.is_err() {
                 // The reporter is gone (a panic): the queued sends go to a new worker.
@@ -194,18 +197,24 @@ impl Sequencer {
 
     /// Counts each author's sends of the batch against their limit at once (in queue order, so
     /// an author's first sends take the points left). A send over its limit is refused here.
-    async fn count(&self, sends: Vec<Pending>) -> Batch {
+    async fn count(&self, room: RoomId, sends: Vec<Pending>) -> Batch {
         let count = sends.len();
         let keys: Vec<String> = sends.iter().map(|send| send_key(send.message.author_id)).collect();
-        let mut batch = Batch { sends, outcomes: Vec::with_capacity(count) };
+        let mut batch = Batch { sends, outcomes: Vec::with_capacity(count), charged: vec![false; count] };
         match self.ports.limiter.acquire_each(&keys, self.ports.send_limit).await {
             Ok(decisions) if decisions.len() == count => {
-                batch.outcomes.extend(decisions.into_iter().map(|decision| match decision {
-                    RateDecision::Allowed { .. } => None,
-                    RateDecision::Limited { retry_after } => {
-                        Some(Err(DomainError::RateLimited { retry_after }))
-                    }
-                }));
+                for (decision, charged) in decisions.into_iter().zip(&mut batch.charged) {
+                    batch.outcomes.push(match decision {
+                        RateDecision::Allowed { .. } => {
+                            *charged = true;
+                            None
+                        }
+                        RateDecision::Limited { retry_after } => {
+                            Some(Err(DomainError::RateLimited { retry_after }))
+                        }
+                    });
+                }
+                self.refuse_outsiders_over_their_limit(room, &mut batch).await;
             }
             Ok(_) => {
                 let error = DomainError::internal("the rate limiter answered for the wrong number of sends");
@@ -217,6 +226,38 @@ impl Sequencer {
             }
         }
         batch
+    }
+
+    /// A send over its limit from someone who may not send to the room at all is refused for
+    /// that instead: the room is judged before the rate limit, so a stranger is told 403 (or
+    /// 404) however many sends he made elsewhere. Storage is asked only about these authors,
+    /// and if it cannot answer, the refusal stays the rate limit's.
+    async fn refuse_outsiders_over_their_limit(&self, room: RoomId, batch: &mut Batch) {
+        // Per author: `Some(true)` not a member, `Some(false)` no such room, `None` may send.
+        let mut judged: HashMap<UserId, Option<bool>> = HashMap::new();
+        for (send, outcome) in batch.sends.iter().zip(&mut batch.outcomes) {
+            if !matches!(outcome, Some(Err(DomainError::RateLimited { .. }))) {
+                continue;
+            }
+            let author = send.message.author_id;
+            let verdict = match judged.get(&author) {
+                Some(verdict) => *verdict,
+                None => {
+                    let verdict = match self.ports.rooms.membership(room, author).await {
+                        Ok(Membership::Outsider) => Some(true),
+                        Ok(Membership::NoSuchRoom) => Some(false),
+                        Ok(Membership::Member) | Err(_) => None,
+                    };
+                    judged.insert(author, verdict);
+                    verdict
+                }
+            };
+            match verdict {
+                Some(true) => *outcome = Some(Err(DomainError::NotAMember)),
+                Some(false) => *outcome = Some(Err(DomainError::RoomNotFound)),
+                None => {}
+            }
+        }
     }
 
     /// Stores the batch's sends that are still undecided in one transaction.
@@ -272,8 +313,8 @@ impl Sequencer {
         }
 
         let mut refused = Vec::new();
-        for (send, outcome) in batch.sends.into_iter().zip(outcomes) {
-            if matches!(outcome, Err(DomainError::NotAMember | DomainError::RoomNotFound)) {
+        for ((send, outcome), charged) in batch.sends.into_iter().zip(outcomes).zip(batch.charged) {
+            if charged && matches!(outcome, Err(DomainError::NotAMember | DomainError::RoomNotFound)) {
                 refused.push((send, outcome));
                 continue;
             }
@@ -292,11 +333,13 @@ impl Sequencer {
     }
 }
 
-/// A batch on its way through a room's stages: its sends in queue order, and each one's outcome
-/// once decided (`None` while it is still to be stored).
+/// A batch on its way through a room's stages: its sends in queue order, each one's outcome
+/// once decided (`None` while it is still to be stored), and whether it took a point of its
+/// author's limit.
 struct Batch {
     sends: Vec<Pending>,
     outcomes: Vec<Option<DomainResult<Posted>>>,
+    charged: Vec<bool>,
 }
 
 impl Batch {
@@ -468,6 +511,8 @@ mod tests {
             .returning(|_, batch| Ok(stored_from(1, batch)));
         mocks.cache.expect_messages_stored().times(1).returning(|_, _| Ok(()));
         mocks.events.expect_publish_all().times(1).returning(|_| Ok(()));
+        // Only the author over the limit is looked up, and is a member.
+        mocks.rooms.expect_membership().times(1).returning(|_, _| Ok(Membership::Member));
         let service = mocks.service();
 
         let mut queued = Vec::new();
@@ -486,6 +531,25 @@ mod tests {
             matches!(outcomes[1], Err(DomainError::RateLimited { retry_after }) if retry_after == Duration::from_secs(4))
         );
         assert!(matches!(&outcomes[2], Ok(posted) if posted.message.seq == 2));
+    }
+
+    #[tokio::test]
+    async fn a_stranger_over_his_limit_is_told_he_is_not_a_member_and_gets_nothing_back() {
+        let room = RoomId::generate();
+        let mut mocks = Mocks::new();
+        mocks.limiter.expect_acquire_each().times(1).returning(|keys, _| {
+            Ok(keys.iter().map(|_| RateDecision::Limited { retry_after: Duration::from_secs(4) }).collect())
+        });
+        mocks.rooms.expect_membership().times(1..=2).returning(|_, _| Ok(Membership::Outsider));
+        // Nothing to store, and no point to give back: none was taken.
+        mocks.messages.expect_insert_batch().never();
+        mocks.limiter.expect_release().never();
+        let service = mocks.service();
+        let stranger = UserId::generate();
+        let first = service.enqueue(stranger, &RoomRef::Id(room), content("a"), None).await.unwrap();
+        let second = service.enqueue(stranger, &RoomRef::Id(room), content("b"), None).await.unwrap();
+        assert!(matches!(first.stored().await, Err(DomainError::NotAMember)));
+        assert!(matches!(second.stored().await, Err(DomainError::NotAMember)));
     }
 
     #[tokio::test]
@@ -558,6 +622,7 @@ mod tests {
                 messages: Arc::new(messages),
                 cache: Arc::new(cache),
                 events: Arc::new(events),
+                rooms: Arc::new(crate::room::MockRoomRepository::new()),
             },
             |posted, _| Ok(posted),
         );
