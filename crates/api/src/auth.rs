@@ -14,6 +14,7 @@ use crate::ApiTags;
 use crate::client_address::client_address;
 use crate::field::Field;
 use crate::problem::{ApiError, declare_errors};
+use crate::rules;
 use crate::state::AppState;
 
 /// A JWT access token from `/auth/register` or `/auth/login`, sent as
@@ -88,20 +89,23 @@ impl From<IssuedToken> for AuthResponse {
 #[derive(Object)]
 #[oai(example)]
 pub struct RegisterRequest {
-    /// A valid address, at most 254 characters; compared without regard to case.
-    pub email: Field<String>,
+    /// A valid address, at most 254 characters; compared without regard to case, surrounding
+    /// white space ignored.
+    pub email: Field<String, rules::EmailAddress>,
     /// 3-20 characters of `A-Z a-z 0-9 _`, unique without regard to case.
-    pub username: Field<String>,
+    pub username: Field<String, rules::Username>,
     /// 8-128 characters with a lower-case letter, an upper-case letter and a digit.
-    pub password: Field<String>,
+    pub password: Field<String, rules::NewPassword>,
 }
 
 /// Login details.
 #[derive(Object)]
 #[oai(example)]
 pub struct LoginRequest {
-    pub email: Field<String>,
-    pub password: Field<String>,
+    /// The address registered with, in any case; surrounding white space ignored.
+    pub email: Field<String, rules::EmailAddress>,
+    /// As typed at registration: 1-128 characters.
+    pub password: Field<String, rules::PasswordAttempt>,
 }
 
 // The document's examples, which Swagger UI pre-fills: the README walk-through's user, so that

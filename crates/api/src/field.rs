@@ -2,23 +2,32 @@
 //! request body fields that never fail the whole body. poem-openapi reports a wrong field as
 //! "expected string, found null (while parsing RegisterRequest)" without naming it; wrapping each
 //! field in [`Field`] keeps the schema of the inner type in the document while the handler
-//! reports `VALIDATION_FAILED` naming the field, like every other validation failure.
+//! reports `VALIDATION_FAILED` naming the field, like every other validation failure. A field's
+//! [`Rule`] is declared in its schema and enforced by the domain, not by poem-openapi.
 
 use std::borrow::Cow;
+use std::marker::PhantomData;
 
 use convo_domain::{self as domain, ValidationError};
 use poem_openapi::registry::{MetaSchemaRef, Registry};
 use poem_openapi::types::{ParseFromJSON, ParseResult, ToJSON, Type};
 use serde_json::Value;
 
-/// A field as received: its value, or why it could not be read.
-#[derive(Debug, Clone)]
-pub struct Field<T>(Result<T, &'static str>);
+use crate::rules::{Any, Rule, declared};
 
-impl<T> Field<T> {
+/// A field as received: its value, or why it could not be read. `R` is the rule its schema
+/// declares.
+#[derive(Debug, Clone)]
+pub struct Field<T, R = Any>(Result<T, &'static str>, PhantomData<R>);
+
+impl<T, R> Field<T, R> {
     /// A field that was read well: for examples and tests.
     pub fn of(value: T) -> Self {
-        Self(Ok(value))
+        Self(Ok(value), PhantomData)
+    }
+
+    fn failed(problem: &'static str) -> Self {
+        Self(Err(problem), PhantomData)
     }
 
     /// The value, or a validation error naming `field`.
@@ -47,7 +56,7 @@ pub fn json_name(field: domain::Field) -> &'static str {
     }
 }
 
-impl<T: Type> Type for Field<T> {
+impl<T: Type, R: Rule> Type for Field<T, R> {
     const IS_REQUIRED: bool = T::IS_REQUIRED;
     type RawValueType = T::RawValueType;
     type RawElementValueType = T::RawElementValueType;
@@ -57,7 +66,7 @@ impl<T: Type> Type for Field<T> {
     }
 
     fn schema_ref() -> MetaSchemaRef {
-        T::schema_ref()
+        declared::<T, R>()
     }
 
     fn register(registry: &mut Registry) {
@@ -80,27 +89,28 @@ impl<T: Type> Type for Field<T> {
     }
 }
 
-impl<T: ParseFromJSON> ParseFromJSON for Field<T> {
+impl<T: ParseFromJSON, R: Rule> ParseFromJSON for Field<T, R> {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
         let absent = matches!(value, None | Some(Value::Null));
         if absent && T::IS_REQUIRED {
-            return Ok(Self(Err("is required")));
+            return Ok(Self::failed("is required"));
         }
         let expects_string =
             matches!(T::schema_ref(), MetaSchemaRef::Inline(schema) if schema.ty == "string");
         let is_uuid =
             matches!(T::schema_ref(), MetaSchemaRef::Inline(schema) if schema.format == Some("uuid"));
         if expects_string && !absent && !matches!(value, Some(Value::String(_))) {
-            return Ok(Self(Err(if is_uuid { "must be a UUID string" } else { "must be a string" })));
+            return Ok(Self::failed(if is_uuid { "must be a UUID string" } else { "must be a string" }));
         }
         Ok(Self(
             T::parse_from_json(value)
                 .map_err(|_| if is_uuid { "must be a UUID" } else { "has an invalid value" }),
+            PhantomData,
         ))
     }
 }
 
-impl<T: ToJSON> ToJSON for Field<T> {
+impl<T: ToJSON, R: Rule> ToJSON for Field<T, R> {
     fn to_json(&self) -> Option<Value> {
         self.0.as_ref().ok().and_then(ToJSON::to_json)
     }
@@ -114,7 +124,7 @@ mod tests {
     use super::*;
 
     fn parse<T: ParseFromJSON + std::fmt::Debug>(value: Option<Value>) -> Result<T, ValidationError> {
-        Field::<T>::parse_from_json(value).expect("never fails").get(domain::Field::Content)
+        Field::<T, Any>::parse_from_json(value).expect("never fails").get(domain::Field::Content)
     }
 
     #[test]

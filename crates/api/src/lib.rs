@@ -27,6 +27,7 @@ pub mod messages;
 pub mod metrics;
 pub mod problem;
 pub mod rooms;
+pub mod rules;
 pub mod state;
 pub mod web;
 pub mod ws;

@@ -5,9 +5,13 @@ use convo_domain::{
     self as domain, ClientMessageId, HistoryQuery, MessageContent, MessageId, RoomId, RoomName, RoomRef,
     ValidationError,
 };
+use std::borrow::Cow;
+
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::types::{ParseFromJSON, ParseResult, Type};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Serialize;
 use uuid::Uuid;
@@ -17,6 +21,7 @@ use crate::auth::BearerAuth;
 use crate::field::Field;
 use crate::json_body::{JsonBody, optional_rfc3339, rfc3339};
 use crate::problem::declare_errors;
+use crate::rules::{self, Ruled};
 use crate::state::AppState;
 
 /// A user as shown beside a message: `{id, username}`.
@@ -82,29 +87,96 @@ pub struct MessagePage {
     pub has_more: bool,
 }
 
-/// A message to send. Name the room by `roomId` or by `chatRoomName`, not both.
+/// A message to send, naming its room by `roomId` or by `chatRoomName`, not both. The document
+/// declares it as one of [`MessageToRoomId`] and [`MessageToRoomName`]; the server reads it as
+/// [`SendMessageFields`], so that a breach of that rule is answered like any other validation
+/// failure.
+pub struct SendMessageRequest(SendMessageFields);
+
+/// A message to send, as the server reads it.
 #[derive(Object)]
-#[oai(rename_all = "camelCase", example, skip_serializing_if_is_none)]
-pub struct SendMessageRequest {
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+pub struct SendMessageFields {
     pub room_id: Field<Option<Uuid>>,
     pub chat_room_name: Field<Option<String>>,
-    /// 1-1000 characters once trimmed.
-    pub content: Field<String>,
-    /// An idempotency key of 1-100 characters: a retry with the same key returns the original
-    /// message (200) and stores nothing.
-    pub client_message_id: Field<Option<String>>,
+    pub content: Field<String, rules::Content>,
+    pub client_message_id: Field<Option<String>, rules::ClientKey>,
 }
 
-/// The document's example, which Swagger UI pre-fills: it names the room once (by the name the
-/// README's walk-through creates), since a request naming it twice is refused.
-impl poem_openapi::types::Example for SendMessageRequest {
-    fn example() -> Self {
-        Self {
-            room_id: Field::of(None),
-            chat_room_name: Field::of(Some("general".to_owned())),
-            content: Field::of("hello, world".to_owned()),
-            client_message_id: Field::of(Some("m-1".to_owned())),
-        }
+/// A message to a room named by its id.
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+pub struct MessageToRoomId {
+    pub room_id: Uuid,
+    /// 1-1000 characters once trimmed.
+    pub content: Field<String, rules::Content>,
+    /// An idempotency key of 1-100 characters: a retry with the same key returns the original
+    /// message (200) and stores nothing. Null is the same as absent.
+    #[oai(nullable)]
+    pub client_message_id: Field<Option<String>, rules::ClientKey>,
+}
+
+/// A message to a room named by its name (how the original service named rooms).
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+pub struct MessageToRoomName {
+    /// The room's name; surrounding white space is ignored.
+    pub chat_room_name: Field<String, rules::RoomNameRule>,
+    /// 1-1000 characters once trimmed.
+    pub content: Field<String, rules::Content>,
+    /// An idempotency key of 1-100 characters: a retry with the same key returns the original
+    /// message (200) and stores nothing. Null is the same as absent.
+    #[oai(nullable)]
+    pub client_message_id: Field<Option<String>, rules::ClientKey>,
+}
+
+impl Type for SendMessageRequest {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "SendMessageRequest".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Reference(Self::name().into_owned())
+    }
+
+    fn register(registry: &mut Registry) {
+        registry.create_schema::<Self, _>(Self::name().into_owned(), |registry| {
+            MessageToRoomId::register(registry);
+            MessageToRoomName::register(registry);
+            MetaSchema {
+                description: Some(
+                    "A message to send. Name the room by `roomId` or by `chatRoomName`, not both; \
+                     `null` counts as absent.",
+                ),
+                one_of: vec![MessageToRoomId::schema_ref(), MessageToRoomName::schema_ref()],
+                // What Swagger UI pre-fills: the room the README's walk-through creates, named
+                // once, since a request naming it twice is refused.
+                example: Some(serde_json::json!({
+                    "chatRoomName": "general",
+                    "content": "hello, world",
+                    "clientMessageId": "m-1",
+                })),
+                ..MetaSchema::new("object")
+            }
+        });
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromJSON for SendMessageRequest {
+    fn parse_from_json(value: Option<serde_json::Value>) -> ParseResult<Self> {
+        SendMessageFields::parse_from_json(value).map(Self).map_err(|error| error.propagate())
     }
 }
 
@@ -113,7 +185,7 @@ impl poem_openapi::types::Example for SendMessageRequest {
 #[oai(example)]
 pub struct EditMessageRequest {
     /// 1-1000 characters once trimmed.
-    pub content: Field<String>,
+    pub content: Field<String, rules::Content>,
 }
 
 impl poem_openapi::types::Example for EditMessageRequest {
@@ -192,7 +264,7 @@ impl MessageApi {
         caller: BearerAuth,
         body: Json<SendMessageRequest>,
     ) -> Result<SendMessageResponse, SendMessageError> {
-        let Json(body) = body;
+        let Json(SendMessageRequest(body)) = body;
         let room = room_ref(
             body.room_id.get(domain::Field::RoomId)?,
             body.chat_room_name.get(domain::Field::RoomByName)?.as_deref(),
@@ -224,19 +296,26 @@ impl MessageApi {
         &self,
         state: Data<&AppState>,
         caller: BearerAuth,
-        #[oai(name = "roomId")] room_id: Query<Option<Uuid>>,
-        /// The room's name, as the original service took it.
+        /// The room's id; give it or `chatRoomName`, not both.
+        #[oai(name = "roomId")]
+        room_id: Query<Option<Uuid>>,
+        /// The room's name, as the original service took it; give it or `roomId`, not both.
         #[oai(name = "chatRoomName")]
-        room_name: Query<Option<String>>,
-        /// Only messages with a seq below this.
-        before: Query<Option<i64>>,
-        /// Only messages with a seq above this.
-        after: Query<Option<i64>>,
+        room_name: Query<Option<Ruled<String, rules::RoomNameRule>>>,
+        /// Only messages with a seq below this (1 or more).
+        before: Query<Option<Ruled<i64, rules::BeforeSeq>>>,
+        /// Only messages with a seq above this (0 or more).
+        after: Query<Option<Ruled<i64, rules::AfterSeq>>>,
         /// 1-100, default 50.
-        limit: Query<Option<u32>>,
+        limit: Query<Option<Ruled<u32, rules::PageSize>>>,
     ) -> Result<HistoryResponse, HistoryError> {
-        let room = room_ref(room_id.0, room_name.0.as_deref())?;
-        let query = HistoryQuery::parse(before.0, after.0, limit.0)?;
+        let room_name = room_name.0.map(Ruled::into_inner);
+        let room = room_ref(room_id.0, room_name.as_deref())?;
+        let query = HistoryQuery::parse(
+            before.0.map(Ruled::into_inner),
+            after.0.map(Ruled::into_inner),
+            limit.0.map(Ruled::into_inner),
+        )?;
         let page = state.messages.history(caller.principal().user_id, &room, &query).await?;
         Ok(HistoryResponse::Ok(JsonBody(MessagePage {
             messages: page.messages.into_iter().map(Into::into).collect(),

@@ -12,6 +12,7 @@ use crate::ApiTags;
 use crate::auth::BearerAuth;
 use crate::field::Field;
 use crate::problem::declare_errors;
+use crate::rules::{self, Ruled};
 use crate::state::AppState;
 
 /// A chat room.
@@ -90,7 +91,7 @@ impl From<domain::Member> for Member {
 pub struct CreateRoomRequest {
     /// 1-50 characters of letters, digits, spaces, `_` and `-` (trimmed); unique without regard
     /// to case.
-    pub name: Field<String>,
+    pub name: Field<String, rules::RoomNameRule>,
 }
 
 /// The document's example, which Swagger UI pre-fills: the README walk-through's room.
@@ -189,12 +190,14 @@ impl RoomApi {
         &self,
         state: Data<&AppState>,
         _caller: BearerAuth,
-        /// A name prefix; empty or absent lists every room.
-        q: Query<Option<String>>,
+        /// A name prefix of at most 50 characters (leading white space ignored); empty or absent
+        /// lists every room.
+        q: Query<Option<Ruled<String, rules::SearchPrefix>>>,
         /// 1-100, default 50.
-        limit: Query<Option<u32>>,
+        limit: Query<Option<Ruled<u32, rules::PageSize>>>,
     ) -> Result<RoomListResponse, DirectoryError> {
-        let query = DirectoryQuery::parse(q.0.as_deref(), limit.0)?;
+        let prefix = q.0.map(Ruled::into_inner);
+        let query = DirectoryQuery::parse(prefix.as_deref(), limit.0.map(Ruled::into_inner))?;
         let rooms = state.rooms.directory(&query).await?;
         Ok(RoomListResponse::Ok(Json(rooms.into_iter().map(Into::into).collect())))
     }

@@ -136,3 +136,64 @@ fn every_response_field_that_may_be_absent_is_declared_nullable() {
     }
     assert!(checked >= 3, "editedAt, clientMessageId and lastMessageAt at least; checked {checked}");
 }
+
+#[test]
+fn the_validation_rules_of_the_contract_are_declared() {
+    let document: serde_json::Value = serde_json::from_str(&convo_api::openapi_json()).expect("valid JSON");
+    let schemas = &document["components"]["schemas"];
+    let field = |schema: &str, name: &str| schemas[schema]["properties"][name].clone();
+
+    let email = field("RegisterRequest", "email");
+    assert_eq!((email["format"].as_str(), email["maxLength"].as_u64()), (Some("email"), Some(254)));
+    assert_eq!(field("LoginRequest", "email")["pattern"], email["pattern"]);
+    let username = field("RegisterRequest", "username");
+    assert_eq!((username["minLength"].as_u64(), username["maxLength"].as_u64()), (Some(3), Some(20)));
+    assert_eq!(username["pattern"], "^[A-Za-z0-9_]{3,20}$");
+    let password = field("RegisterRequest", "password");
+    assert_eq!((password["minLength"].as_u64(), password["maxLength"].as_u64()), (Some(8), Some(128)));
+    assert!(password["pattern"].as_str().is_some_and(|p| p.contains(r"\p{Lu}") && p.contains(r"\p{Ll}")));
+    let attempt = field("LoginRequest", "password");
+    assert_eq!((attempt["minLength"].as_u64(), attempt["maxLength"].as_u64()), (Some(1), Some(128)));
+
+    let room_name = field("CreateRoomRequest", "name");
+    assert!(
+        room_name["pattern"].as_str().is_some_and(|p| p.contains(r"[\p{L}\p{N} _-]{0,48}")),
+        "{room_name}"
+    );
+    assert_eq!(field("MessageToRoomName", "chatRoomName")["pattern"], room_name["pattern"]);
+    let content = field("EditMessageRequest", "content");
+    assert!(content["pattern"].as_str().is_some_and(|p| p.contains("{0,998}")), "{content}");
+    for variant in ["MessageToRoomId", "MessageToRoomName"] {
+        assert_eq!(field(variant, "content")["pattern"], content["pattern"]);
+        let key = field(variant, "clientMessageId");
+        assert_eq!((key["minLength"].as_u64(), key["maxLength"].as_u64()), (Some(1), Some(100)));
+        assert_eq!(key["nullable"], true);
+    }
+
+    // A message names its room by id or by name: exactly one of two required sets.
+    let send = &schemas["SendMessageRequest"];
+    let variants: Vec<&str> =
+        send["oneOf"].as_array().expect("oneOf").iter().filter_map(|v| v["$ref"].as_str()).collect();
+    assert_eq!(variants, ["#/components/schemas/MessageToRoomId", "#/components/schemas/MessageToRoomName"]);
+    assert_eq!(schemas["MessageToRoomId"]["required"], serde_json::json!(["roomId", "content"]));
+    assert_eq!(schemas["MessageToRoomName"]["required"], serde_json::json!(["chatRoomName", "content"]));
+
+    let parameter = |path: &str, name: &str| {
+        document["paths"][path]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["schema"].clone())
+            .unwrap_or_else(|| panic!("{path} has no parameter {name}"))
+    };
+    for path in ["/chat/messages", "/chat/directory"] {
+        let limit = parameter(path, "limit");
+        assert_eq!((limit["minimum"].as_f64(), limit["maximum"].as_f64()), (Some(1.0), Some(100.0)));
+        assert_eq!(limit["default"], 50);
+    }
+    assert_eq!(parameter("/chat/messages", "before")["minimum"].as_f64(), Some(1.0));
+    assert_eq!(parameter("/chat/messages", "after")["minimum"].as_f64(), Some(0.0));
+    assert_eq!(parameter("/chat/messages", "chatRoomName")["pattern"], room_name["pattern"]);
+    assert!(parameter("/chat/directory", "q")["pattern"].as_str().is_some_and(|p| p.contains("{0,49}")));
+}
