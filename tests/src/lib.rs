@@ -10,6 +10,7 @@
 //! under traffic (`make drill`).
 
 pub mod bench;
+pub mod contract;
 pub mod drill;
 pub mod process;
 pub mod redis;
@@ -190,12 +191,18 @@ impl TestApp {
     }
 }
 
-/// Asserts the status and returns the JSON body (`null` for an empty one).
+/// Asserts the status and returns the JSON body (`null` for an empty one), after checking the
+/// response against the OpenAPI document ([`contract::check_response`]).
 pub async fn expect_status(response: Response, status: StatusCode) -> Value {
     let actual = response.status();
+    let path = response.url().path().to_owned();
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let text = response.text().await.expect("body");
     assert_eq!(actual, status, "unexpected status; body: {text}");
-    if text.is_empty() { Value::Null } else { serde_json::from_str(&text).expect("JSON body") }
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).expect("JSON body") };
+    contract::check_response(&path, actual, content_type.as_deref(), &body);
+    body
 }
 
 /// How long the tests let an announcement take from one instance to another (a leave, a

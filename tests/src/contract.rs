@@ -1,0 +1,158 @@
+//! The OpenAPI document as the judge of every response the black-box tests read through
+//! [`crate::expect_status`]: the status must be one the document declares for the path, the
+//! content type the one it declares for that status, and the body must validate against the
+//! declared schema. The document is the committed `openapi/openapi.json` (a test in the api crate
+//! keeps it equal to what the server serves); its schemas are OpenAPI 3.0, so `nullable` is
+//! rewritten into JSON Schema once, and each validator is compiled on first use.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use jsonschema::{Draft, Validator};
+use reqwest::StatusCode;
+use serde_json::{Map, Value, json};
+
+static DOCUMENT: LazyLock<Value> = LazyLock::new(|| {
+    serde_json::from_str(include_str!("../../openapi/openapi.json")).expect("openapi.json is JSON")
+});
+
+/// The document's component schemas in JSON Schema terms.
+static COMPONENTS: LazyLock<Value> = LazyLock::new(|| {
+    let mut schemas = DOCUMENT["components"]["schemas"].clone();
+    rewrite_nullable(&mut schemas);
+    json!({ "schemas": schemas })
+});
+
+type Key = (String, String, u16, String);
+static VALIDATORS: LazyLock<Mutex<HashMap<Key, Arc<Validator>>>> = LazyLock::new(Default::default);
+
+/// OpenAPI 3.0's `nullable: true` is JSON Schema's "or null".
+fn rewrite_nullable(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.values_mut().for_each(rewrite_nullable);
+            if map.remove("nullable") == Some(Value::Bool(true)) {
+                let schema = Value::Object(std::mem::take(map));
+                map.insert("anyOf".to_owned(), json!([schema, {"type": "null"}]));
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(rewrite_nullable),
+        _ => {}
+    }
+}
+
+/// The document's path template that `path` falls under, if any (`/chat/room/{roomId}` for
+/// `/chat/room/0192...`); a literal segment beats a parameter.
+fn template_of(path: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path.split('/').collect();
+    DOCUMENT["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .filter(|template| {
+            let pattern: Vec<&str> = template.split('/').collect();
+            pattern.len() == segments.len()
+                && pattern.iter().zip(&segments).all(|(p, s)| p == s || (p.starts_with('{') && !s.is_empty()))
+        })
+        .min_by_key(|template| template.matches('{').count())
+        .map(String::as_str)
+}
+
+fn validator(template: &str, method: &str, status: u16, media_type: &str, schema: &Value) -> Arc<Validator> {
+    let key = (template.to_owned(), method.to_owned(), status, media_type.to_owned());
+    let mut cache = VALIDATORS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    cache
+        .entry(key)
+        .or_insert_with(|| {
+            let mut schema = schema.clone();
+            rewrite_nullable(&mut schema);
+            let root = json!({ "allOf": [schema], "components": COMPONENTS.clone() });
+            let compiled = jsonschema::options()
+                .with_draft(Draft::Draft202012)
+                .should_validate_formats(true)
+                .build(&root)
+                .unwrap_or_else(|error| panic!("schema of {method} {template} {status}: {error}"));
+            Arc::new(compiled)
+        })
+        .clone()
+}
+
+/// Checks a response the server gave for `path` against the document; panics naming what the
+/// document does not allow. Paths the document does not describe (`/openapi.json`, `/metrics`,
+/// `/docs`, unknown routes) and 405 answers (a method the path has no operation for) pass.
+pub fn check_response(path: &str, status: StatusCode, content_type: Option<&str>, body: &Value) {
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        return;
+    }
+    let Some(template) = template_of(path) else { return };
+    let operations: &Map<String, Value> = DOCUMENT["paths"][template].as_object().expect("path item");
+    let declaring: Vec<(&String, &Value)> = operations
+        .iter()
+        .filter_map(|(method, operation)| Some((method, operation["responses"].get(status.as_str())?)))
+        .collect();
+    assert!(!declaring.is_empty(), "no operation of {template} declares status {status}; body: {body}");
+    let mut failures = Vec::new();
+    for (method, response) in declaring {
+        let content = response["content"].as_object();
+        let Some(content) = content.filter(|c| !c.is_empty()) else {
+            if body.is_null() {
+                return;
+            }
+            failures.push(format!("{method}: declares no body"));
+            continue;
+        };
+        let Some((media_type, media)) =
+            content.iter().find(|(media_type, _)| Some(media_type.as_str()) == content_type)
+        else {
+            failures
+                .push(format!("{method}: content type {content_type:?} is not one of {:?}", content.keys()));
+            continue;
+        };
+        let validator = validator(template, method, status.as_u16(), media_type, &media["schema"]);
+        let errors: Vec<String> = validator.iter_errors(body).map(|error| error.to_string()).collect();
+        if errors.is_empty() {
+            return;
+        }
+        failures.push(format!("{method}: {}", errors.join("; ")));
+    }
+    panic!("the {status} response of {path} breaks the document ({}); body: {body}", failures.join(" | "));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_fall_under_their_templates() {
+        assert_eq!(template_of("/chat/room/abc/join"), Some("/chat/room/{roomId}/join"));
+        assert_eq!(template_of("/chat/rooms"), Some("/chat/rooms"));
+        assert_eq!(template_of("/chat/messages"), Some("/chat/messages"));
+        assert_eq!(template_of("/chat/message/x"), Some("/chat/message/{messageId}"));
+        assert_eq!(template_of("/metrics"), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "breaks the document")]
+    fn a_string_field_that_arrives_as_null_is_refused() {
+        let user = json!({"id": "0192f000-0000-7000-8000-000000000000", "email": null, "username": "ada",
+            "createdAt": "2026-12-01T00:00:00Z"});
+        check_response("/auth/me", StatusCode::OK, Some("application/json; charset=utf-8"), &user);
+    }
+
+    #[test]
+    fn a_nullable_field_may_be_null() {
+        let message = json!({"id": "0192f000-0000-7000-8000-000000000000",
+            "roomId": "0192f000-0000-7000-8000-000000000001", "seq": 1,
+            "author": {"id": "0192f000-0000-7000-8000-000000000002", "username": "ada"},
+            "content": "hi", "createdAt": "2026-12-01T00:00:00Z", "editedAt": null, "clientMessageId": null});
+        check_response("/chat/message/x", StatusCode::OK, Some("application/json; charset=utf-8"), &message);
+    }
+
+    #[test]
+    #[should_panic(expected = "is not one of")]
+    fn a_problem_must_be_problem_json() {
+        let problem = json!({"type": "about:blank", "title": "Not Found", "status": 404, "detail": "room not found",
+            "code": "ROOM_NOT_FOUND", "requestId": "r"});
+        check_response("/chat/room/x", StatusCode::NOT_FOUND, Some("application/json"), &problem);
+    }
+}
