@@ -2,7 +2,7 @@
 # `make test` runs every test against SQLite and the local PostgreSQL.
 CARGO ?= cargo
 
-.PHONY: run test drill browser example docs bench services openapi fmt lint build clean
+.PHONY: run test drill browser example docs bench services openapi contract fmt lint build clean
 
 ## Build in release mode and serve on the embedded default (migrations are applied at start-up).
 run:
@@ -56,6 +56,12 @@ bench: services
 
 services:
 	@.ci/services
+
+## The document against the running server (debug build, embedded SQLite, a free port):
+## schemathesis with every check and phase. Installs its pinned version into a virtualenv under
+## the target directory on first use.
+contract:
+	tests/contract/schemathesis.sh
 
 ## Rewrite openapi/openapi.json from the code.
 openapi:
