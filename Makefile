@@ -58,10 +58,12 @@ services:
 	@.ci/services
 
 ## The document against the running server (debug build, embedded SQLite, a free port):
-## schemathesis with every check and phase. Installs its pinned version into a virtualenv under
-## the target directory on first use.
+## schemathesis with every check and phase, then the generated Python and TypeScript clients
+## driving every operation. Installs its pinned tools (virtualenvs under the target directory,
+## npm packages from tests/clients/typescript/package-lock.json) on first use.
 contract:
 	tests/contract/schemathesis.sh
+	tests/clients/run.sh
 
 ## Rewrite openapi/openapi.json from the code.
 openapi:
