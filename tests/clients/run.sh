@@ -2,7 +2,8 @@
 # Generates the Python and TypeScript clients from openapi/openapi.json (into the target
 # directory; nothing generated is committed) and drives every operation of a live server with
 # each: successes and the main errors, every answer checked against the generated types.
-# The TypeScript side is type-checked with `tsc --strict` before it runs.
+# The TypeScript side is type-checked with `tsc --strict` before it runs. openapi/asyncapi.yaml
+# is validated with the AsyncAPI parser on the way.
 set -euo pipefail
 source "$(dirname "$0")/../contract/server.sh"
 
@@ -37,7 +38,8 @@ fi
 
 if $run_typescript; then
     cd "$HERE/typescript"
-    npm ci --silent --no-audit --no-fund
+    SCARF_ANALYTICS=false npm ci --silent --no-audit --no-fund
+    node asyncapi.mjs "$ROOT/openapi/asyncapi.yaml"
     rm -rf generated build
     npx --no-install openapi-typescript "$ROOT/openapi/openapi.json" -o generated/schema.d.ts --silent
     npx --no-install tsc -p . --strict

@@ -4,6 +4,9 @@
 //! declared schema. The document is the committed `openapi/openapi.json` (a test in the api crate
 //! keeps it equal to what the server serves); its schemas are OpenAPI 3.0, so `nullable` is
 //! rewritten into JSON Schema once, and each validator is compiled on first use.
+//!
+//! Likewise [`check_frame`] holds every WebSocket frame the server sends the tests' client
+//! ([`crate::ws`]) to the payload schema `openapi/asyncapi.yaml` declares for its `type`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -118,6 +121,37 @@ pub fn check_response(path: &str, status: StatusCode, content_type: Option<&str>
     panic!("the {status} response of {path} breaks the document ({}); body: {body}", failures.join(" | "));
 }
 
+/// The payload schema of each frame the server sends, by its `type`.
+static FRAMES: LazyLock<HashMap<String, Validator>> = LazyLock::new(|| {
+    let document: Value =
+        serde_yaml::from_str(include_str!("../../openapi/asyncapi.yaml")).expect("asyncapi.yaml is YAML");
+    let components = json!({ "schemas": document["components"]["schemas"].clone() });
+    let sent = document["operations"]["receiveFromServer"]["messages"].as_array().expect("messages");
+    sent.iter()
+        .map(|reference| {
+            let name = reference["$ref"].as_str().and_then(|r| r.rsplit('/').next()).expect("a message $ref");
+            let payload = &document["components"]["messages"][name]["payload"];
+            let kind = payload["properties"]["type"]["const"].as_str().expect("a const type").to_owned();
+            let root = json!({ "allOf": [payload], "components": components });
+            let validator = jsonschema::options()
+                .with_draft(Draft::Draft7)
+                .should_validate_formats(true)
+                .build(&root)
+                .unwrap_or_else(|error| panic!("payload of {name}: {error}"));
+            (kind, validator)
+        })
+        .collect()
+});
+
+/// Checks a frame the server sent against the AsyncAPI document; panics naming what it breaks.
+pub fn check_frame(frame: &Value) {
+    let kind = frame["type"].as_str().unwrap_or_else(|| panic!("a frame without a type: {frame}"));
+    let validator =
+        FRAMES.get(kind).unwrap_or_else(|| panic!("asyncapi.yaml declares no server frame {kind}: {frame}"));
+    let errors: Vec<String> = validator.iter_errors(frame).map(|error| error.to_string()).collect();
+    assert!(errors.is_empty(), "a {kind} frame breaks asyncapi.yaml ({}): {frame}", errors.join("; "));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +180,19 @@ mod tests {
             "author": {"id": "0192f000-0000-7000-8000-000000000002", "username": "ada"},
             "content": "hi", "createdAt": "2026-12-01T00:00:00Z", "editedAt": null, "clientMessageId": null});
         check_response("/chat/message/x", StatusCode::OK, Some("application/json; charset=utf-8"), &message);
+    }
+
+    #[test]
+    #[should_panic(expected = "breaks asyncapi.yaml")]
+    fn a_frame_with_a_null_string_is_refused() {
+        check_frame(&json!({"type": "typing", "roomId": "0192f000-0000-7000-8000-000000000000",
+            "user": {"id": "0192f000-0000-7000-8000-000000000001", "username": null}}));
+    }
+
+    #[test]
+    fn every_server_frame_has_a_schema() {
+        check_frame(&json!({"type": "pong", "ref": "r1"}));
+        assert_eq!(FRAMES.len(), 14);
     }
 
     #[test]

@@ -95,7 +95,11 @@ impl WsClient {
             let next =
                 tokio::time::timeout(FRAME_TIMEOUT, self.stream.next()).await.expect("a frame in time");
             match next {
-                Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).expect("JSON frame"),
+                Some(Ok(Message::Text(text))) => {
+                    let frame: Value = serde_json::from_str(&text).expect("JSON frame");
+                    crate::contract::check_frame(&frame);
+                    return frame;
+                }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 other => panic!("expected a text frame, got {other:?}"),
             }
@@ -120,6 +124,7 @@ impl WsClient {
         while let Ok(next) = tokio::time::timeout_at(deadline, self.stream.next()).await {
             if let Some(Ok(Message::Text(text))) = next {
                 let frame: Value = serde_json::from_str(&text).expect("JSON frame");
+                crate::contract::check_frame(&frame);
                 let kind = frame["type"].as_str().unwrap_or_default();
                 assert!(!kinds.contains(&kind), "unexpected frame {frame}");
             } else if !matches!(next, Some(Ok(Message::Ping(_) | Message::Pong(_)))) {
