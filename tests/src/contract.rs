@@ -182,6 +182,135 @@ mod tests {
         check_response("/chat/message/x", StatusCode::OK, Some("application/json; charset=utf-8"), &message);
     }
 
+    /// Whether `value` is valid for the schema of `property` of component `schema`.
+    fn allowed(schema: &str, property: &str, value: &str) -> bool {
+        let mut declared = DOCUMENT["components"]["schemas"][schema]["properties"][property].clone();
+        rewrite_nullable(&mut declared);
+        let validator = jsonschema::options()
+            .with_draft(Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&declared)
+            .expect("a valid schema");
+        validator.is_valid(&Value::from(value))
+    }
+
+    /// The document's rule for a field and the domain's agree on every sample.
+    fn agree<E>(schema: &str, property: &str, parse: impl Fn(&str) -> Result<(), E>, samples: &[&str]) {
+        for sample in samples {
+            let by_domain = parse(sample).is_ok();
+            let by_document = allowed(schema, property, sample);
+            assert_eq!(by_document, by_domain, "{schema}.{property} = {sample:?}: document vs domain");
+        }
+    }
+
+    #[test]
+    fn the_documents_rules_agree_with_the_domains() {
+        use convo_domain::{ClientMessageId, Email, MessageContent, Password, RoomName, Username};
+        let long = |c: &str, n: usize| c.repeat(n);
+        let (x50, x51, x100, x101) = (long("x", 50), long("x", 51), long("x", 100), long("x", 101));
+        let padded50 = format!(" \u{3000}{x50}\u{85} ");
+        agree(
+            "CreateRoomRequest",
+            "name",
+            |v| RoomName::parse(v).map(drop),
+            &[
+                "general",
+                " general ",
+                "a",
+                "",
+                "   ",
+                "a/b",
+                "名前",
+                "Zürich 2",
+                "a  b",
+                "-",
+                "_x_",
+                &x50,
+                &x51,
+                &padded50,
+                "\u{85}ab\u{85}",
+                "\u{feff}ab",
+                "a\tb",
+                "١٢٣",
+                "ab\u{301}",
+            ],
+        );
+        agree(
+            "MessageToRoomName",
+            "chatRoomName",
+            |v| RoomName::parse(v).map(drop),
+            &["general", " a ", "a.b"],
+        );
+        let (c1000, c1001) = (long("é", 1000), long("é", 1001));
+        let padded1000 = format!("\n {c1000} \u{2028}");
+        agree(
+            "EditMessageRequest",
+            "content",
+            |v| MessageContent::parse(v).map(drop),
+            &["hello", "", " ", "\n\t", " a ", "<b>hi</b>", &c1000, &c1001, &padded1000, "😀", "a\u{0}b"],
+        );
+        agree(
+            "MessageToRoomId",
+            "clientMessageId",
+            |v| ClientMessageId::parse(v).map(drop),
+            &["k-1", "", " ", "a\u{7}", "a\u{85}", "a\u{9f}", "a\u{a0}", &x100, &x101, "ключ"],
+        );
+        agree(
+            "RegisterRequest",
+            "username",
+            |v| Username::parse(v).map(drop),
+            &["ada", "ab", "a_b", "a-b", "äbc", " ada", &long("x", 20), &long("x", 21)],
+        );
+        agree(
+            "RegisterRequest",
+            "password",
+            |v| Password::parse(v).map(drop),
+            &[
+                "Passw0rd",
+                "password1",
+                "PASSWORD1",
+                "Password",
+                "Pa1",
+                "ÄÖÜäöü12",
+                "Pass word 1",
+                &format!("Pa1{}", long("x", 125)),
+                &format!("Pa1{}", long("x", 126)),
+            ],
+        );
+        agree(
+            "LoginRequest",
+            "password",
+            |v| Password::attempt(v).map(drop),
+            &["x", "", &long("x", 128), &long("x", 129)],
+        );
+        // Surrounding white space, which the domain trims from an address, is left out here: the
+        // document declares the address itself (format email), and says in words that white
+        // space around it is ignored.
+        let local = long("a", 64);
+        let at_most = format!("{local}@{}.{}.{}.com", long("b", 60), long("c", 60), long("d", 60));
+        agree(
+            "RegisterRequest",
+            "email",
+            |v| Email::parse(v).map(drop),
+            &[
+                "ada@example.com",
+                "Ada.Lovelace+chat@mail.example.co",
+                "a@b",
+                "a@b.c",
+                "a..b@c.de",
+                ".a@b.co",
+                "a@-b.co",
+                "a@b-.co",
+                "a@b.c0",
+                "a@b..co",
+                "@b.co",
+                "a b@c.de",
+                "a@b@c.de",
+                &at_most,
+            ],
+        );
+    }
+
     #[test]
     #[should_panic(expected = "breaks asyncapi.yaml")]
     fn a_frame_with_a_null_string_is_refused() {
