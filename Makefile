@@ -40,7 +40,7 @@ docs:
 ## from the load generator's: history reads by room id and by name (64 connections); the write
 ## path (REST sends into one room and into 64 rooms, one pipelined WebSocket sender into a room
 ## of 200 subscribers, then of none); WebSocket fan-out, send to receipt, to 200 subscribers at
-## 8,800 msgs/s and to 1,000 at 400 msgs/s; server memory per idle WebSocket, and through a
+## 8,800 msgs/s (one instance, and two through Redis) and to 1,000 at 400 msgs/s; server memory per idle WebSocket, and through a
 ## storm of logins.
 bench: services
 	$(CARGO) build --release --locked -p convo-server -p convo-tests --bins
@@ -53,6 +53,7 @@ bench: services
 	./target/release/convo-ws-bench fanout 200 8800 10 sqlite
 	./target/release/convo-ws-bench fanout 200 8800 10 postgres-redis
 	./target/release/convo-ws-bench fanout 1000 400 10 postgres-redis
+	./target/release/convo-ws-bench fanout 200 8800 10 postgres-redis two-instances
 	./target/release/convo-ws-bench idle 10000
 	./target/release/convo-login-bench 20 16
 

@@ -47,14 +47,23 @@ pub struct ServerProcess {
     child: Child,
     /// A client of the server; it owns neither the server nor its database.
     pub app: TestApp,
+    /// What the server was started with, for another instance beside it.
+    env: Vec<(String, String)>,
     _storage: Storage,
 }
 
 /// What the server's data lives in, deleted on drop (after the server is killed).
 #[derive(Debug)]
 enum Storage {
-    Sqlite { _dir: TempDir },
-    PostgresRedis { _database: TestDatabase, _redis: TestRedis },
+    Sqlite {
+        _dir: TempDir,
+    },
+    PostgresRedis {
+        _database: TestDatabase,
+        _redis: TestRedis,
+    },
+    /// Another instance's: the first one started keeps it.
+    Shared,
 }
 
 #[derive(Debug)]
@@ -98,13 +107,27 @@ impl ServerProcess {
             }
         };
         env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        Some(Self::spawn(port, env, storage).await)
+    }
+
+    /// Another instance on this one's storage and settings (for PostgreSQL + Redis: a second
+    /// instance of one deployment). Drop it before this one.
+    pub async fn beside(&self) -> ServerProcess {
+        let port = free_port();
+        let mut env = self.env.clone();
+        env.retain(|(key, _)| key != "PORT");
+        env.push(("PORT".into(), port.to_string()));
+        Self::spawn(port, env, Storage::Shared).await
+    }
+
+    async fn spawn(port: u16, env: Vec<(String, String)>, storage: Storage) -> ServerProcess {
         let database_url = env.iter().rev().find(|(k, _)| k == "DATABASE_URL").map(|(_, v)| v.clone());
 
         let binary = std::env::current_exe().expect("own path").with_file_name("convo");
         let child = Command::new(&binary)
             .arg("serve")
             .env_clear()
-            .envs(env)
+            .envs(env.clone())
             .current_dir(std::env::temp_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -119,13 +142,13 @@ impl ServerProcess {
             _database: None,
             database_url: database_url.unwrap_or_default(),
         };
-        let mut server = ServerProcess { child, app, _storage: storage };
+        let mut server = ServerProcess { child, app, env, _storage: storage };
         for _ in 0..300 {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("the server exited at start-up: {status}");
             }
             if server.app.client.get(format!("{}/health", server.app.base_url)).send().await.is_ok() {
-                return Some(server);
+                return server;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -3,8 +3,9 @@
 //! `postgres-redis` as a last argument, on a fresh PostgreSQL database and the local Redis.
 //!
 //! usage:
-//!   convo-ws-bench fanout [subscribers] [messages per second] [seconds] [sqlite|postgres-redis]
-//!       subscribers in one room; four sender sockets send at the given total rate; reports
+//!   convo-ws-bench fanout [subscribers] [messages per second] [seconds] [sqlite|postgres-redis] [two-instances]
+//!       subscribers in one room (with `two-instances`, on PostgreSQL + Redis: split over two
+//!       instances, the senders on the first); four sender sockets send at the given total rate; reports
 //!       deliveries per second and end-to-end latency percentiles (send to receipt). Once
 //!       joined, subscribers read their frames straight off TCP (`RawFrames`), so that the
 //!       load generator's share of the two cores stays small
@@ -27,7 +28,11 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let number = |index: usize, default: u64| args.get(index).and_then(|n| n.parse().ok()).unwrap_or(default);
     let stack = args.iter().find_map(|arg| Stack::parse(arg)).unwrap_or(Stack::Sqlite);
-    let Some(server) = Server::start(stack).await else {
+    let two = args.iter().any(|arg| arg == "two-instances");
+    if two && stack != Stack::PostgresRedis {
+        return eprintln!("convo-ws-bench: two instances share PostgreSQL + Redis: add postgres-redis");
+    }
+    let Some(server) = Server::start(stack, two).await else {
         return eprintln!("convo-ws-bench: {} is not available here", stack.label());
     };
     match args.first().map(String::as_str) {
@@ -40,17 +45,24 @@ async fn main() {
 /// A `convo` process on a free port and fresh storage.
 struct Server {
     stack: Stack,
+    /// A second instance on the same storage, if asked for; dropped before the first.
+    beside: Option<ServerProcess>,
     process: ServerProcess,
+    /// `host:port` of each instance.
+    bases: Vec<String>,
     base: String,
     http: reqwest::Client,
 }
 
 impl Server {
-    async fn start(stack: Stack) -> Option<Server> {
+    async fn start(stack: Stack, two: bool) -> Option<Server> {
         let limits = [("RATE_LIMIT_POINTS", "1000000")];
         let process = ServerProcess::start(stack, &limits).await?;
-        let base = process.app.base_url.trim_start_matches("http://").to_owned();
-        Some(Server { stack, http: process.app.client.clone(), process, base })
+        let beside = if two { Some(process.beside().await) } else { None };
+        let host = |process: &ServerProcess| process.app.base_url.trim_start_matches("http://").to_owned();
+        let bases = std::iter::once(&process).chain(&beside).map(host).collect();
+        let base = host(&process);
+        Some(Server { stack, beside, http: process.app.client.clone(), process, bases, base })
     }
 
     async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Value {
@@ -72,9 +84,14 @@ impl Server {
     }
 
     async fn socket(&self, token: &str) -> Socket {
+        self.socket_on(0, token).await
+    }
+
+    /// A socket on instance `n` (counted round the instances).
+    async fn socket_on(&self, n: usize, token: &str) -> Socket {
         // Small client buffers: thousands of sockets live in this process too.
         let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-        open_socket(&format!("ws://{}/ws", self.base), token, config).await
+        open_socket(&format!("ws://{}/ws", self.bases[n % self.bases.len()]), token, config).await
     }
 }
 
@@ -87,8 +104,8 @@ async fn fanout(server: &Server, subscribers: u64, rate: u64, seconds: u64) {
     let started = Instant::now();
     let last_receipt = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
-    for _ in 0..subscribers {
-        let mut socket = server.socket(&token).await;
+    for n in 0..subscribers {
+        let mut socket = server.socket_on(n as usize, &token).await;
         join(&mut socket, &room).await;
         let last_receipt = last_receipt.clone();
         readers.push(tokio::spawn(async move {
@@ -116,8 +133,9 @@ async fn fanout(server: &Server, subscribers: u64, rate: u64, seconds: u64) {
     }
     let idle_rss = server.rss();
     println!(
-        "fanout: {subscribers} subscribers in one room, {rate} messages/s for {seconds} s, on {}",
-        server.stack.label()
+        "fanout: {subscribers} subscribers in one room, {rate} messages/s for {seconds} s, on {}{}",
+        server.stack.label(),
+        if server.beside.is_some() { ", split over two instances" } else { "" }
     );
 
     // Four sender sockets share the rate, each paced by its own ticker.
