@@ -40,8 +40,8 @@ docs:
 ## from the load generator's: history reads by room id and by name (64 connections); the write
 ## path (REST sends into one room and into 64 rooms, one pipelined WebSocket sender into a room
 ## of 200 subscribers, then of none); WebSocket fan-out, send to receipt, to 200 subscribers at
-## 8,800 msgs/s (one instance, and two through Redis) and to 1,000 at 400 msgs/s; server memory per idle WebSocket, and through a
-## storm of logins.
+## 8,800 msgs/s (on one instance, and split over two through Redis) and to 1,000 at 400 msgs/s;
+## server memory per idle WebSocket, and through a storm of logins.
 bench: services
 	$(CARGO) build --release --locked -p convo-server -p convo-tests --bins
 	./target/release/convo-read-bench sqlite 10 64
