@@ -289,9 +289,11 @@ impl Shared {
     /// [`NEAR_PAGES`] are held, one of the others makes way.
     fn keep_near(&self, room: RoomId, limit: u32, version: String, page: &HistoryPage) {
         let mut near = lock(&self.near);
-        if near.len() >= NEAR_PAGES && !near.contains_key(&(room, limit)) {
-            let other = near.keys().next().copied();
-            other.map(|key| near.remove(&key));
+        if near.len() >= NEAR_PAGES
+            && !near.contains_key(&(room, limit))
+            && let Some(other) = near.keys().next().copied()
+        {
+            near.remove(&other);
         }
         near.insert((room, limit), (version, Arc::new(page.clone())));
     }

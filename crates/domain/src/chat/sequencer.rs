@@ -233,29 +233,25 @@ impl Sequencer {
     /// 404) however many sends he made elsewhere. Storage is asked only about these authors,
     /// and if it cannot answer, the refusal stays the rate limit's.
     async fn refuse_outsiders_over_their_limit(&self, room: RoomId, batch: &mut Batch) {
-        // Per author: `Some(true)` not a member, `Some(false)` no such room, `None` may send.
-        let mut judged: HashMap<UserId, Option<bool>> = HashMap::new();
+        // Each author over the limit is looked up once per batch; `None` if storage failed.
+        let mut found: HashMap<UserId, Option<Membership>> = HashMap::new();
         for (send, outcome) in batch.sends.iter().zip(&mut batch.outcomes) {
             if !matches!(outcome, Some(Err(DomainError::RateLimited { .. }))) {
                 continue;
             }
             let author = send.message.author_id;
-            let verdict = match judged.get(&author) {
-                Some(verdict) => *verdict,
+            let membership = match found.get(&author) {
+                Some(membership) => *membership,
                 None => {
-                    let verdict = match self.ports.rooms.membership(room, author).await {
-                        Ok(Membership::Outsider) => Some(true),
-                        Ok(Membership::NoSuchRoom) => Some(false),
-                        Ok(Membership::Member) | Err(_) => None,
-                    };
-                    judged.insert(author, verdict);
-                    verdict
+                    let membership = self.ports.rooms.membership(room, author).await.ok();
+                    found.insert(author, membership);
+                    membership
                 }
             };
-            match verdict {
-                Some(true) => *outcome = Some(Err(DomainError::NotAMember)),
-                Some(false) => *outcome = Some(Err(DomainError::RoomNotFound)),
-                None => {}
+            match membership {
+                Some(Membership::Outsider) => *outcome = Some(Err(DomainError::NotAMember)),
+                Some(Membership::NoSuchRoom) => *outcome = Some(Err(DomainError::RoomNotFound)),
+                Some(Membership::Member) | None => {}
             }
         }
     }
