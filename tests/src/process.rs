@@ -66,8 +66,18 @@ enum Storage {
     Shared,
 }
 
+/// A fresh directory under the system's temporary directory, removed on drop.
 #[derive(Debug)]
-struct TempDir(PathBuf);
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// `convo-{kind}-{random}`.
+    pub fn new(kind: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("convo-{kind}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -92,10 +102,9 @@ impl ServerProcess {
         ];
         let storage = match stack {
             Stack::Sqlite => {
-                let dir = std::env::temp_dir().join(format!("convo-bench-{}", uuid::Uuid::new_v4().simple()));
-                std::fs::create_dir_all(&dir).expect("temp dir");
-                env.push(("DATABASE_URL".into(), format!("sqlite://{}/bench.db?mode=rwc", dir.display())));
-                Storage::Sqlite { _dir: TempDir(dir) }
+                let dir = TempDir::new("bench");
+                env.push(("DATABASE_URL".into(), format!("sqlite://{}/bench.db?mode=rwc", dir.0.display())));
+                Storage::Sqlite { _dir: dir }
             }
             Stack::PostgresRedis => {
                 let redis = TestRedis::connect().await?;

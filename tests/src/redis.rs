@@ -1,6 +1,6 @@
 //! Support for the Redis tests: several servers sharing one PostgreSQL database and one Redis
 //! key prefix ([`spawn_instances`]), and a `redis-server` of a test's own that it can stop and
-//! start again ([`RedisServer`]).
+//! start again ([`RedisServer`]), with or without its data.
 //!
 //! Without a reachable PostgreSQL or Redis the helpers return `None` after a loud note on
 //! stderr, and the test skips; under `CI=true` they panic instead.
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use convo_redis::testing::{TestRedis, is_ci};
 use convo_sql::testing::TestDatabase;
 
+use crate::process::TempDir;
 use crate::{TestApp, start_server};
 
 /// Servers on one database and one Redis prefix. The first owns the database; the Redis keys
@@ -54,20 +55,22 @@ pub async fn spawn_on(
     apps
 }
 
-/// A `redis-server` child process on a free port, without persistence.
+/// A `redis-server` child process on a free port. A persistent one keeps an append-only file,
+/// synced at every write, in a directory of its own, so that even a SIGKILL loses nothing and a
+/// restart comes back with every key; any other keeps nothing.
 #[derive(Debug)]
 pub struct RedisServer {
     pub port: u16,
+    /// Where a persistent server keeps its data.
+    data: Option<TempDir>,
     child: Option<Child>,
 }
 
 impl RedisServer {
-    /// Starts one; `None` when `redis-server` is not installed (outside CI).
+    /// Starts one that keeps nothing; `None` when `redis-server` is not installed (outside CI).
     pub fn start() -> Option<RedisServer> {
-        let port = free_port();
-        let mut server = RedisServer { port, child: None };
-        match server.spawn() {
-            Ok(()) => Some(server),
+        match RedisServer::launch(false) {
+            Ok(server) => Some(server),
             Err(error) if !is_ci() => {
                 eprintln!("\n*** SKIPPED: cannot start redis-server ({error}) ***\n");
                 None
@@ -76,35 +79,38 @@ impl RedisServer {
         }
     }
 
+    /// Starts one, persistent or not, or says why it could not.
+    pub fn launch(persistent: bool) -> Result<RedisServer, String> {
+        let data = persistent.then(|| TempDir::new("redis"));
+        let mut server = RedisServer { port: free_port(), data, child: None };
+        server.spawn()?;
+        Ok(server)
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     fn spawn(&mut self) -> Result<(), String> {
+        let port = self.port.to_string();
+        let mut args = vec!["--port", &port, "--bind", "127.0.0.1", "--save", ""];
+        let dir = self.data.as_ref().map(|dir| dir.0.display().to_string());
+        match &dir {
+            Some(dir) => args.extend(["--dir", dir, "--appendonly", "yes", "--appendfsync", "always"]),
+            None => args.extend(["--appendonly", "no"]),
+        }
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| format!("cannot start redis-server: {error}"))?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if wait_for_port(self.port, Duration::from_secs(10)) {
+            Ok(())
+        } else {
+            Err(format!("redis-server did not listen on port {} within 10 s", self.port))
         }
-        Err(format!("redis-server did not listen on port {} within 10 s", self.port))
     }
 
     /// Kills the server (SIGKILL: a crash, not a clean shutdown).
@@ -115,7 +121,7 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port (empty: it kept nothing).
+    /// Starts it again on the same port: with its data if it is persistent, else empty.
     pub fn restart(&mut self) {
         self.kill();
         self.spawn().expect("redis-server restarts");
@@ -144,6 +150,18 @@ impl Drop for RedisServer {
         self.resume();
         self.kill();
     }
+}
+
+/// Waits until something listens on `port`, or `within` passes.
+fn wait_for_port(port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 /// A port nothing listens on right now.

@@ -17,7 +17,9 @@ use convo_sql::testing::TestDatabase;
 use serde_json::{Value, json};
 
 use clients::{Account, Ack, Closed, Route, Seen};
-use services::{DrillPostgres, DrillRedis, Instance};
+use services::{DrillPostgres, Instance};
+
+use crate::redis::RedisServer;
 
 /// How soon after a fault clears delivery must be flowing again, for every client.
 pub const RECOVERY_LIMIT: Duration = Duration::from_secs(2);
@@ -121,7 +123,7 @@ impl Database {
 
 /// Runs one drill; `Err` when a service it needs cannot be started here.
 pub async fn run(fault: Fault) -> Result<Outcome, String> {
-    let mut redis = DrillRedis::start(matches!(fault, Fault::RedisWithData | Fault::RedisThenQuiet))?;
+    let mut redis = RedisServer::launch(matches!(fault, Fault::RedisWithData | Fault::RedisThenQuiet))?;
     let quiet = fault == Fault::RedisThenQuiet;
     let database = if fault == Fault::RestartPostgres {
         Database::Own(DrillPostgres::start()?)
@@ -210,7 +212,7 @@ pub async fn run(fault: Fault) -> Result<Outcome, String> {
         Fault::RedisEmpty | Fault::RedisWithData | Fault::RedisThenQuiet => {
             redis.kill();
             tokio::time::sleep(REDIS_DOWN).await;
-            redis.start_again();
+            redis.restart();
         }
         Fault::KillInstance => a.kill(),
         Fault::TerminateInstance => a.terminate(),

@@ -1,112 +1,18 @@
-//! The processes a drill owns and breaks: a `redis-server`, a PostgreSQL cluster and `convo`
-//! instances, each on a free port and a temporary directory of its own, so that killing them
-//! touches nothing shared. Everything is killed and removed on drop.
+//! The processes a drill owns and breaks besides its `redis-server` (a persistent or plain
+//! [`crate::redis::RedisServer`]): a PostgreSQL cluster and `convo` instances, each on a free
+//! port and a temporary directory of its own, so that killing them touches nothing shared.
+//! Everything is killed and removed on drop.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::process::TempDir;
 use crate::redis::free_port;
-
-/// A directory removed on drop.
-#[derive(Debug)]
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(kind: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("convo-drill-{kind}-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Waits until something listens on `port`, or `within` passes.
-fn wait_for_port(port: u16, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
 
 /// Sends `signal` (`-TERM`, `-KILL`) to a process.
 fn signal(pid: u32, signal: &str) {
     let _ = Command::new("kill").args([signal, &pid.to_string()]).status();
-}
-
-/// A `redis-server` of the drill's own. `persistent` runs it with an append-only file synced
-/// at every write, so that a SIGKILL loses nothing and a restart comes back with every key.
-#[derive(Debug)]
-pub struct DrillRedis {
-    pub port: u16,
-    persistent: bool,
-    dir: TempDir,
-    child: Option<Child>,
-}
-
-impl DrillRedis {
-    pub fn start(persistent: bool) -> Result<DrillRedis, String> {
-        let mut redis = DrillRedis { port: free_port(), persistent, dir: TempDir::new("redis"), child: None };
-        redis.spawn()?;
-        Ok(redis)
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) -> Result<(), String> {
-        let port = self.port.to_string();
-        let mut args = vec!["--port", &port, "--bind", "127.0.0.1", "--save", ""];
-        let dir = self.dir.0.display().to_string();
-        args.extend(["--dir", &dir]);
-        if self.persistent {
-            args.extend(["--appendonly", "yes", "--appendfsync", "always"]);
-        } else {
-            args.extend(["--appendonly", "no"]);
-        }
-        let child = Command::new("redis-server")
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|error| format!("cannot start redis-server: {error}"))?;
-        self.child = Some(child);
-        if wait_for_port(self.port, Duration::from_secs(10)) {
-            Ok(())
-        } else {
-            Err(format!("redis-server did not listen on port {} within 10 s", self.port))
-        }
-    }
-
-    /// SIGKILL: a crash.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port: empty, or with its data if it is persistent.
-    pub fn start_again(&mut self) {
-        self.kill();
-        self.spawn().expect("redis-server starts again");
-    }
-}
-
-impl Drop for DrillRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// A PostgreSQL cluster of the drill's own (`initdb` + `pg_ctl` in a temporary directory,
@@ -150,7 +56,7 @@ impl DrillPostgres {
         let bin =
             Self::bin_dir().ok_or("initdb not found (install PostgreSQL's server package or set PG_BIN)")?;
         let root = Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout.trim_ascii() == b"0");
-        let dir = TempDir::new("postgres");
+        let dir = TempDir::new("drill-postgres");
         if root {
             let owned = Command::new("chown").args(["postgres", &dir.0.display().to_string()]).status();
             if !owned.is_ok_and(|status| status.success()) {
@@ -229,7 +135,7 @@ impl Instance {
     /// Starts one with exactly `env` (nothing inherited) and waits until `/health` answers.
     pub async fn start(name: &'static str, env: &[(String, String)]) -> Instance {
         let port = free_port();
-        let dir = TempDir::new("convo");
+        let dir = TempDir::new("drill-convo");
         let log = dir.0.join("convo.log");
         let binary = std::env::current_exe().expect("own path").with_file_name("convo");
         let file = std::fs::File::create(&log).expect("log file");
