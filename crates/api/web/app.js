@@ -110,7 +110,9 @@ async function api(method, path, body) {
   if (!response.ok) {
     const retryAfter = Number(response.headers.get("retry-after")) || undefined;
     const error = new ApiError(response.status, data, retryAfter);
-    if (response.status === 401 && state.token && path !== "/auth/login") {
+    // Any request sent with the token may be the one that finds it revoked; those that come
+    // back after the first have nothing new to say.
+    if (response.status === 401 && path !== "/auth/login") {
       error.sessionEnded = true;
       sessionEnded();
     }
