@@ -3,10 +3,17 @@
 //! `serde_json::Value` tree, an allocation per field and per string, and then writes that tree;
 //! a history page of 50 messages built some 800 allocations that way.
 //!
-//! The document does not change: the payload declares the same content type and the type's own
+//! [`EncodedJson`] goes one step further for a body many responses share (a cached history
+//! page): it is encoded once and each response holds a reference-counted handle to its bytes.
+//!
+//! The document does not change: the payloads declare the same content type and the type's own
 //! schema, and the types sent this way derive `Serialize` to the very shape their `ToJSON` gives,
 //! which a test checks field by field.
 
+use std::marker::PhantomData;
+
+use bytes::Bytes;
+use poem::http::header;
 use poem::{IntoResponse, Response};
 use poem_openapi::payload::{Json, Payload};
 use poem_openapi::registry::{MetaSchemaRef, Registry};
@@ -17,8 +24,11 @@ use serde::{Serialize, Serializer};
 #[derive(Debug, Clone)]
 pub struct JsonBody<T>(pub T);
 
+/// The content type of every JSON response.
+const JSON_UTF8: &str = "application/json; charset=utf-8";
+
 impl<T: Type> Payload for JsonBody<T> {
-    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+    const CONTENT_TYPE: &'static str = JSON_UTF8;
 
     fn check_content_type(content_type: &str) -> bool {
         Json::<T>::check_content_type(content_type)
@@ -36,6 +46,49 @@ impl<T: Type> Payload for JsonBody<T> {
 impl<T: Serialize + Send> IntoResponse for JsonBody<T> {
     fn into_response(self) -> Response {
         poem::web::Json(self.0).into_response()
+    }
+}
+
+/// A JSON response body encoded beforehand, declared in the document as `T`'s schema.
+#[derive(Debug, Clone)]
+pub struct EncodedJson<T> {
+    body: Bytes,
+    schema: PhantomData<fn() -> T>,
+}
+
+impl<T: Serialize> EncodedJson<T> {
+    /// `value` encoded as its response body will be.
+    pub fn encode(value: &T) -> serde_json::Result<Self> {
+        Ok(Self { body: serde_json::to_vec(value)?.into(), schema: PhantomData })
+    }
+}
+
+impl<T> EncodedJson<T> {
+    /// The encoded body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+}
+
+impl<T: Type> Payload for EncodedJson<T> {
+    const CONTENT_TYPE: &'static str = JSON_UTF8;
+
+    fn check_content_type(content_type: &str) -> bool {
+        Json::<T>::check_content_type(content_type)
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Send> IntoResponse for EncodedJson<T> {
+    fn into_response(self) -> Response {
+        Response::builder().header(header::CONTENT_TYPE, JSON_UTF8).body(self.body)
     }
 }
 

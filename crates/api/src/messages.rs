@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use convo_domain::{
-    self as domain, ClientMessageId, HistoryQuery, MessageContent, MessageId, RoomId, RoomName, RoomRef,
-    ValidationError,
+    self as domain, ClientMessageId, HistoryPage, HistoryQuery, MessageContent, MessageId, RoomId, RoomName,
+    RoomRef, ValidationError,
 };
 use std::borrow::Cow;
 
@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::ApiTags;
 use crate::auth::BearerAuth;
 use crate::field::Field;
-use crate::json_body::{JsonBody, optional_rfc3339, rfc3339};
+use crate::json_body::{EncodedJson, JsonBody, optional_rfc3339, rfc3339};
 use crate::problem::declare_errors;
 use crate::rules::{self, Ruled};
 use crate::state::AppState;
@@ -208,7 +208,21 @@ pub enum SendMessageResponse {
 pub enum HistoryResponse {
     /// The page.
     #[oai(status = 200)]
-    Ok(JsonBody<MessagePage>),
+    Ok(EncodedJson<MessagePage>),
+}
+
+/// The page as its response body, encoded once for all the readers a cache shares it with.
+fn encoded(page: &HistoryPage) -> domain::DomainResult<EncodedJson<MessagePage>> {
+    let encode = || {
+        EncodedJson::encode(&MessagePage {
+            messages: page.messages.iter().cloned().map(Into::into).collect(),
+            has_more: page.has_more,
+        })
+    };
+    if let Some(Ok(kept)) = page.rendering.get_or_init(encode) {
+        return Ok(kept.clone());
+    }
+    encode().map_err(|error| domain::DomainError::internal(format!("encoding a history page: {error}")))
 }
 
 #[derive(ApiResponse)]
@@ -317,10 +331,7 @@ impl MessageApi {
             limit.0.map(Ruled::into_inner),
         )?;
         let page = state.messages.history(caller.principal().user_id, &room, &query).await?;
-        Ok(HistoryResponse::Ok(JsonBody(MessagePage {
-            messages: page.messages.into_iter().map(Into::into).collect(),
-            has_more: page.has_more,
-        })))
+        Ok(HistoryResponse::Ok(encoded(&page)?))
     }
 
     /// Edit a message
@@ -387,5 +398,39 @@ mod tests {
             let direct: serde_json::Value = serde_json::to_value(&page).expect("serializes");
             assert_eq!(Some(direct), page.to_json());
         }
+    }
+
+    /// A page the cache shares is encoded by its first reader; the others send the same bytes.
+    #[test]
+    fn a_shared_page_is_encoded_once() {
+        let room = domain::RoomId::generate();
+        let author = domain::UserRef {
+            id: domain::UserId::generate(),
+            username: domain::Username::from_trusted("ada".to_owned()),
+        };
+        let stored = |seq| domain::Message {
+            id: domain::MessageId::generate(),
+            room_id: room,
+            seq,
+            author: author.clone(),
+            content: MessageContent::from_trusted(format!("message {seq}")),
+            created_at: Utc::now(),
+            edited_at: None,
+            client_message_id: None,
+        };
+        let page = HistoryPage::new(vec![stored(1), stored(2)], true);
+        let first = encoded(&page).expect("encodes");
+        let again = encoded(&page).expect("encodes");
+        assert_eq!(first.body().as_ptr(), again.body().as_ptr(), "the same bytes");
+        let expected =
+            MessagePage { messages: page.messages.iter().cloned().map(Into::into).collect(), has_more: true };
+        let body: serde_json::Value = serde_json::from_slice(first.body()).expect("JSON");
+        assert_eq!(Some(body), expected.to_json());
+        let copy = page.clone();
+        assert_ne!(
+            encoded(&copy).expect("encodes").body().as_ptr(),
+            first.body().as_ptr(),
+            "a copy starts anew"
+        );
     }
 }

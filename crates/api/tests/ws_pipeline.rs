@@ -104,7 +104,7 @@ impl MessageService for GatedMessages {
         Ok(QueuedSend::known(Ok(Posted { message, created: true })))
     }
 
-    async fn history(&self, _: UserId, _: &RoomRef, _: &HistoryQuery) -> DomainResult<HistoryPage> {
+    async fn history(&self, _: UserId, _: &RoomRef, _: &HistoryQuery) -> DomainResult<Arc<HistoryPage>> {
         Err(DomainError::internal("not used by these tests"))
     }
 

@@ -33,7 +33,7 @@ async fn miss<C: MessageCache + ?Sized>(cache: &C, room: RoomId, limit: u32) -> 
 /// The page of a read that must hit.
 async fn hit<C: MessageCache + ?Sized>(cache: &C, room: RoomId, limit: u32) -> HistoryPage {
     match latest(cache, room, limit).await {
-        CachedPage::Hit(page) => page,
+        CachedPage::Hit(page) => (*page).clone(),
         CachedPage::Miss(_) => panic!("expected a hit for limit {limit}, got a miss"),
     }
 }
@@ -41,12 +41,12 @@ async fn hit<C: MessageCache + ?Sized>(cache: &C, room: RoomId, limit: u32) -> H
 /// Misses, then fills the room with `stored` (its latest messages, `has_more` if older exist).
 async fn load<C: MessageCache + ?Sized>(cache: &C, room: RoomId, stored: &[Message], has_more: bool) {
     let ticket = miss(cache, room, 1).await;
-    let page = HistoryPage { messages: stored.to_vec(), has_more };
+    let page = HistoryPage::new(stored.to_vec(), has_more);
     cache.fill(room, &page, ticket).await.expect("fill");
 }
 
 fn page(messages: &[Message], has_more: bool) -> HistoryPage {
-    HistoryPage { messages: messages.to_vec(), has_more }
+    HistoryPage::new(messages.to_vec(), has_more)
 }
 
 async fn stored<C: MessageCache + ?Sized>(cache: &C, message: &Message) {
@@ -346,6 +346,27 @@ pub async fn a_page_read_again_shows_every_change_since<C: MessageCache + ?Sized
     all.remove(4);
     assert_eq!(hit(&*cache, room, 3).await, page(&all[2..], true), "a deletion");
     assert_eq!(hit(&*cache, room, 10).await, page(&all, false), "another limit");
+}
+
+/// Readers of a room that has not changed share one page (and whatever was rendered of it); a
+/// change gives the next reader a page of its own.
+pub async fn readers_of_an_unchanged_room_share_one_page<C: MessageCache + ?Sized>(cache: Arc<C>) {
+    let room = RoomId::generate();
+    let mut all = messages(room, 1, 5);
+    load(&*cache, room, &all, false).await;
+    let shared = |answer: CachedPage| match answer {
+        CachedPage::Hit(page) => page,
+        CachedPage::Miss(_) => panic!("expected a hit"),
+    };
+    let first = shared(latest(&*cache, room, 3).await);
+    let again = shared(latest(&*cache, room, 3).await);
+    assert!(Arc::ptr_eq(&first, &again), "read again, unchanged: the same page");
+    let next = message(room, 6);
+    stored(&*cache, &next).await;
+    all.push(next);
+    let after = shared(latest(&*cache, room, 3).await);
+    assert!(!Arc::ptr_eq(&first, &after), "a new message, a new page");
+    assert_eq!(*after, page(&all[3..], true));
 }
 
 pub async fn rooms_are_independent<C: MessageCache + ?Sized>(cache: Arc<C>) {

@@ -139,6 +139,7 @@ macro_rules! message_cache_contract {
             edit_reported_before_its_store_never_shows_old_content,
             never_more_than_recent_messages_are_kept,
             a_page_read_again_shows_every_change_since,
+            readers_of_an_unchanged_room_share_one_page,
             rooms_are_independent,
         }
     };

@@ -375,7 +375,7 @@ impl MessageRepository for Store {
         } else {
             &in_range[in_range.len().saturating_sub(limit)..]
         };
-        Ok(HistoryPage { messages: page.iter().map(|message| (*message).clone()).collect(), has_more })
+        Ok(HistoryPage::new(page.iter().map(|message| (*message).clone()).collect(), has_more))
     }
 
     async fn edit(

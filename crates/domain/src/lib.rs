@@ -132,7 +132,7 @@ pub use health::Probe;
 pub use id::{MessageId, RoomId, SessionId, UserId};
 pub use message::{
     CachedPage, ClientMessageId, FillTicket, HistoryPage, HistoryQuery, Message, MessageCache,
-    MessageContent, MessageRepository, NewMessage, Posted, RECENT_MESSAGES,
+    MessageContent, MessageRepository, NewMessage, Posted, RECENT_MESSAGES, Rendering,
 };
 pub use outage::OutageLog;
 pub use presence::Presence;

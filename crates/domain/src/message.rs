@@ -1,6 +1,9 @@
 //! Messages: their content rules, per-room sequence numbers, history pages, and the ports that
 //! store and cache them.
 
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -154,6 +157,51 @@ pub struct HistoryPage {
     pub messages: Vec<Message>,
     /// Whether more messages exist beyond this page in the paging direction.
     pub has_more: bool,
+    /// What the outside world made of this page, kept for the next reader of the same page.
+    pub rendering: Rendering,
+}
+
+impl HistoryPage {
+    /// A page with nothing rendered yet.
+    pub fn new(messages: Vec<Message>, has_more: bool) -> Self {
+        Self { messages, has_more, rendering: Rendering::default() }
+    }
+}
+
+/// Room for an adapter to keep what it made of a value (its wire encoding, say), so that a
+/// value a cache hands out many times is made into that only once. The domain never looks
+/// inside. A clone starts empty, so what is kept always describes the very value it sits in:
+/// a cache shares its pages behind an `Arc`, where nobody changes them.
+#[derive(Default)]
+pub struct Rendering(OnceLock<Box<dyn Any + Send + Sync>>);
+
+impl Rendering {
+    /// What was kept, made by `make` if nothing was; `None` if something of another type was
+    /// kept first.
+    pub fn get_or_init<T: Any + Send + Sync>(&self, make: impl FnOnce() -> T) -> Option<&T> {
+        self.0.get_or_init(|| Box::new(make())).downcast_ref()
+    }
+}
+
+impl Clone for Rendering {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+/// Renderings never make two values differ.
+impl PartialEq for Rendering {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Rendering {}
+
+impl std::fmt::Debug for Rendering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rendering").field("kept", &self.0.get().is_some()).finish()
+    }
 }
 
 /// Stores messages.
@@ -197,8 +245,9 @@ pub const RECENT_MESSAGES: u32 = 100;
 /// The answer of [`MessageCache::latest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CachedPage {
-    /// The cache knows the room: the page, as storage would answer it.
-    Hit(HistoryPage),
+    /// The cache knows the room: the page, as storage would answer it, shared with the
+    /// cache's other readers.
+    Hit(Arc<HistoryPage>),
     /// Read storage, then offer the result to [`MessageCache::fill`] with this ticket.
     Miss(FillTicket),
 }

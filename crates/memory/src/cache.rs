@@ -15,6 +15,7 @@
 //! does not hold be ignored: no ticket that could still match was ever handed out for them.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use convo_domain::{
@@ -154,24 +155,42 @@ struct RoomCache {
     complete: bool,
     held: VecDeque<Message>,
     last_used: u64,
+    /// The page last handed out, with the version and limit it was made for: readers of an
+    /// unchanged room share it, and with it what the API encoded of it.
+    served: Option<(u64, u32, Arc<HistoryPage>)>,
 }
 
 impl RoomCache {
     fn new(version: u64, last_used: u64) -> Self {
-        Self { version, last_seq: 0, loaded: false, complete: false, held: VecDeque::new(), last_used }
+        Self {
+            version,
+            last_seq: 0,
+            loaded: false,
+            complete: false,
+            held: VecDeque::new(),
+            last_used,
+            served: None,
+        }
     }
 
     /// The latest `limit` messages, if what is held answers for storage.
-    fn page(&self, limit: u32) -> Option<HistoryPage> {
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        if !self.loaded || (self.held.len() < limit && !self.complete) {
+    fn page(&mut self, limit: u32) -> Option<Arc<HistoryPage>> {
+        if let Some((version, served_limit, page)) = &self.served
+            && (*version, *served_limit) == (self.version, limit)
+        {
+            return Some(Arc::clone(page));
+        }
+        let wanted = usize::try_from(limit).unwrap_or(usize::MAX);
+        if !self.loaded || (self.held.len() < wanted && !self.complete) {
             return None;
         }
-        let skip = self.held.len().saturating_sub(limit);
-        Some(HistoryPage {
-            messages: self.held.iter().skip(skip).cloned().collect(),
-            has_more: skip > 0 || !self.complete,
-        })
+        let skip = self.held.len().saturating_sub(wanted);
+        let page = Arc::new(HistoryPage::new(
+            self.held.iter().skip(skip).cloned().collect(),
+            skip > 0 || !self.complete,
+        ));
+        self.served = Some((self.version, limit, Arc::clone(&page)));
+        Some(page)
     }
 
     fn load(&mut self, page: &HistoryPage) {
@@ -314,7 +333,7 @@ mod tests {
         let CachedPage::Miss(ticket) = cache.latest(room, 10).await.expect("latest") else {
             panic!("expected a miss");
         };
-        let page = HistoryPage { messages: vec![message(room, 1)], has_more: false };
+        let page = HistoryPage::new(vec![message(room, 1)], false);
         cache.fill(room, &page, ticket).await.expect("fill");
     }
 
@@ -371,7 +390,7 @@ mod tests {
             panic!("expected a miss");
         };
         assert_ne!(stale, fresh);
-        let page = HistoryPage { messages: vec![message(room, 1)], has_more: false };
+        let page = HistoryPage::new(vec![message(room, 1)], false);
         cache.fill(room, &page, stale).await.expect("fill");
         assert!(!is_hit(&cache, room).await, "the stale fill was refused");
     }
@@ -384,7 +403,7 @@ mod tests {
         let CachedPage::Miss(ticket) = cache.latest(room, 10).await.expect("latest") else {
             panic!("expected a miss");
         };
-        let page = HistoryPage { messages: vec![original.clone()], has_more: false };
+        let page = HistoryPage::new(vec![original.clone()], false);
         cache.fill(room, &page, ticket).await.expect("fill");
         let first = Message { edited_at: Some(Utc::now()), ..original.clone() };
         let second = Message {

@@ -287,7 +287,7 @@ impl Shared {
 
     /// Keeps a copy of a page read at `version`, in place of any older one; when
     /// [`NEAR_PAGES`] are held, one of the others makes way.
-    fn keep_near(&self, room: RoomId, limit: u32, version: String, page: &HistoryPage) {
+    fn keep_near(&self, room: RoomId, limit: u32, version: String, page: &Arc<HistoryPage>) {
         let mut near = lock(&self.near);
         if near.len() >= NEAR_PAGES
             && !near.contains_key(&(room, limit))
@@ -295,7 +295,7 @@ impl Shared {
         {
             near.remove(&other);
         }
-        near.insert((room, limit), (version, Arc::new(page.clone())));
+        near.insert((room, limit), (version, Arc::clone(page)));
     }
 
     async fn call(&self, script: &Script, room: RoomId, args: Vec<String>) -> DomainResult<Value> {
@@ -358,11 +358,15 @@ impl MessageCache for RedisMessageCache {
         let Value::Array(parts) = answer else { return Err(malformed("cache read")) };
         match parts.first().and_then(int) {
             Some(2) => {
-                let (_, page) = near.ok_or_else(|| malformed("cache read"))?;
-                Ok(CachedPage::Hit(HistoryPage {
-                    has_more: parts.get(1).and_then(int) == Some(1),
-                    ..(*page).clone()
-                }))
+                let (version, page) = near.ok_or_else(|| malformed("cache read"))?;
+                let has_more = parts.get(1).and_then(int) == Some(1);
+                if page.has_more == has_more {
+                    return Ok(CachedPage::Hit(page));
+                }
+                // Older messages came or went beyond the page: the same messages, told anew.
+                let page = Arc::new(HistoryPage::new(page.messages.clone(), has_more));
+                self.shared.keep_near(room, limit, version, &page);
+                Ok(CachedPage::Hit(page))
             }
             Some(1) => {
                 let has_more = parts.get(1).and_then(int) == Some(1);
@@ -373,7 +377,7 @@ impl MessageCache for RedisMessageCache {
                     .map(|part| part.as_string().ok_or_else(|| malformed("cached message")))
                     .map(|json| json.and_then(|json| decode_message(&json)))
                     .collect::<DomainResult<Vec<Message>>>()?;
-                let page = HistoryPage { messages, has_more };
+                let page = Arc::new(HistoryPage::new(messages, has_more));
                 self.shared.keep_near(room, limit, version, &page);
                 Ok(CachedPage::Hit(page))
             }
@@ -450,7 +454,7 @@ mod tests {
         let Some(redis) = TestRedis::connect().await else { return };
         let cache = RedisMessageCache::new(redis.connection.clone());
         let room = RoomId::generate();
-        let page = HistoryPage { messages: convo_contract::fixture::messages(room, 1, 5), has_more: false };
+        let page = HistoryPage::new(convo_contract::fixture::messages(room, 1, 5), false);
         let CachedPage::Miss(ticket) = cache.latest(room, 10).await.expect("latest") else {
             panic!("expected a miss");
         };
@@ -467,6 +471,6 @@ mod tests {
         };
         assert_eq!(ticket, FillTicket(4_000_000_000_000_001));
         cache.fill(room, &page, ticket).await.expect("fill");
-        assert_eq!(cache.latest(room, 10).await.expect("latest"), CachedPage::Hit(page));
+        assert_eq!(cache.latest(room, 10).await.expect("latest"), CachedPage::Hit(Arc::new(page)));
     }
 }

@@ -83,17 +83,16 @@ async fn a_page_read_again_shows_what_another_instance_changed_since() {
     let here = RedisMessageCache::new(redis.connection.clone());
     let there = RedisMessageCache::new(twin(&redis).await);
     let room = RoomId::generate();
-    let page =
-        |messages: &[convo_domain::Message]| HistoryPage { messages: messages.to_vec(), has_more: true };
+    let page = |messages: &[convo_domain::Message]| HistoryPage::new(messages.to_vec(), true);
     async fn read(cache: &RedisMessageCache, room: RoomId) -> HistoryPage {
         match cache.latest(room, 3).await.expect("latest") {
-            CachedPage::Hit(page) => page,
+            CachedPage::Hit(page) => (*page).clone(),
             CachedPage::Miss(_) => panic!("expected a hit"),
         }
     }
     let mut all = messages(room, 1, 5);
     let CachedPage::Miss(ticket) = here.latest(room, 3).await.expect("latest") else { panic!("a miss") };
-    here.fill(room, &HistoryPage { messages: all.clone(), has_more: true }, ticket).await.expect("fill");
+    here.fill(room, &HistoryPage::new(all.clone(), true), ticket).await.expect("fill");
     assert_eq!(read(&here, room).await, page(&all[2..]));
     assert_eq!(read(&here, room).await, page(&all[2..]), "read again, unchanged");
 

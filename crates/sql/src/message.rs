@@ -418,7 +418,7 @@ impl MessageRepository for SqlStore {
         if !forward {
             rows.reverse();
         }
-        Ok(HistoryPage { messages: rows.into_iter().map(to_message).collect(), has_more })
+        Ok(HistoryPage::new(rows.into_iter().map(to_message).collect(), has_more))
     }
 
     async fn edit(

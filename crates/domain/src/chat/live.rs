@@ -200,10 +200,10 @@ mod tests {
         mocks.messages.expect_history().times(2).returning(move |_, query| {
             let after = query.after.unwrap();
             let top = (after + i64::from(query.limit)).min(250);
-            Ok(HistoryPage {
-                messages: (after + 1..=top).map(|seq| message(room_id, user, seq)).collect(),
-                has_more: top < 250,
-            })
+            Ok(HistoryPage::new(
+                (after + 1..=top).map(|seq| message(room_id, user, seq)).collect(),
+                top < 250,
+            ))
         });
         let resumption = mocks.service().resume(user, room_id, Some(50)).await.unwrap();
         let seqs: Vec<i64> = resumption.messages.iter().map(|m| m.seq).collect();

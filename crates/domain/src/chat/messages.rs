@@ -1,6 +1,8 @@
 //! Messages: sending (with idempotent retries), reading history (through the cache), editing
 //! and deleting. The inbound port [`MessageService`] and its implementation by [`ChatUseCases`].
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use super::{ChatUseCases, QueuedSend, RoomRef};
@@ -44,7 +46,12 @@ pub trait MessageService: Send + Sync {
     /// A page of the room's history, for a member. The latest page comes from the cache when
     /// it can answer; a room's name and the caller's membership, once confirmed by storage, are
     /// answered from memory for a while (a leave on any instance ends the latter at once).
-    async fn history(&self, user: UserId, room: &RoomRef, query: &HistoryQuery) -> DomainResult<HistoryPage>;
+    async fn history(
+        &self,
+        user: UserId,
+        room: &RoomRef,
+        query: &HistoryQuery,
+    ) -> DomainResult<Arc<HistoryPage>>;
 
     /// Replaces the content of the caller's own message.
     async fn edit(&self, user: UserId, id: MessageId, content: MessageContent) -> DomainResult<Message>;
@@ -78,11 +85,16 @@ impl MessageService for ChatUseCases {
             .await
     }
 
-    async fn history(&self, user: UserId, room: &RoomRef, query: &HistoryQuery) -> DomainResult<HistoryPage> {
+    async fn history(
+        &self,
+        user: UserId,
+        room: &RoomRef,
+        query: &HistoryQuery,
+    ) -> DomainResult<Arc<HistoryPage>> {
         let room_id = self.resolve(room).await?;
         self.require_member(room_id, user).await?;
         if !query.is_latest() {
-            return self.ports.messages.history(room_id, query).await;
+            return self.ports.messages.history(room_id, query).await.map(Arc::new);
         }
         let ticket = match self.ports.cache.latest(room_id, query.limit).await {
             Ok(CachedPage::Hit(page)) => return Ok(page),
@@ -98,7 +110,7 @@ impl MessageService for ChatUseCases {
         {
             tracing::warn!(%error, "could not fill the message cache");
         }
-        Ok(latest_of(recent, query.limit))
+        Ok(Arc::new(latest_of(recent, query.limit)))
     }
 
     async fn edit(&self, user: UserId, id: MessageId, content: MessageContent) -> DomainResult<Message> {
@@ -299,25 +311,24 @@ mod tests {
     #[tokio::test]
     async fn the_latest_page_comes_from_the_cache_when_it_can_answer() {
         let (room, user) = (RoomId::generate(), UserId::generate());
-        let page = HistoryPage { messages: vec![message(room, user, 9)], has_more: true };
-        let cached = page.clone();
+        let page = Arc::new(HistoryPage::new(vec![message(room, user, 9)], true));
+        let cached = Arc::clone(&page);
         let mut mocks = Mocks::new();
         mocks.member_of_every_room();
         mocks
             .cache
             .expect_latest()
             .with(eq(room), eq(1))
-            .returning(move |_, _| Ok(CachedPage::Hit(cached.clone())));
+            .returning(move |_, _| Ok(CachedPage::Hit(Arc::clone(&cached))));
         mocks.messages.expect_history().never();
         let read = mocks.service().history(user, &RoomRef::Id(room), &HistoryQuery::latest(1)).await.unwrap();
-        assert_eq!(read, page);
+        assert!(Arc::ptr_eq(&read, &page), "the cache's own page, shared");
     }
 
     #[tokio::test]
     async fn a_cache_miss_reads_storage_fills_the_cache_and_returns_the_asked_slice() {
         let (room, user) = (RoomId::generate(), UserId::generate());
-        let stored =
-            HistoryPage { messages: (1..=5).map(|seq| message(room, user, seq)).collect(), has_more: false };
+        let stored = HistoryPage::new((1..=5).map(|seq| message(room, user, seq)).collect(), false);
         let from_storage = stored.clone();
         let mut mocks = Mocks::new();
         mocks.member_of_every_room();
@@ -351,7 +362,7 @@ mod tests {
         mocks.messages.expect_history().returning(|_, _| Ok(HistoryPage::default()));
         let read =
             mocks.service().history(user, &RoomRef::Id(room), &HistoryQuery::latest(50)).await.unwrap();
-        assert_eq!(read, HistoryPage::default());
+        assert_eq!(*read, HistoryPage::default());
     }
 
     #[tokio::test]

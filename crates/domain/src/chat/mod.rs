@@ -177,7 +177,7 @@ mod tests {
 
     use super::*;
     use crate::chat::test_support::Mocks;
-    use crate::message::{CachedPage, HistoryPage, HistoryQuery};
+    use crate::message::{CachedPage, HistoryQuery};
     use crate::room::Membership;
     use crate::user::{Email, User, Username};
 
@@ -190,7 +190,7 @@ mod tests {
     fn hearing_mocks() -> Mocks {
         let mut mocks = Mocks::new();
         mocks.hears_announcements = true;
-        mocks.cache.expect_latest().returning(|_, _| Ok(CachedPage::Hit(HistoryPage::default())));
+        mocks.cache.expect_latest().returning(|_, _| Ok(CachedPage::Hit(Arc::default())));
         mocks
     }
 
