@@ -8,7 +8,8 @@
 //! to a held room bumps `v`, and a fill is kept only if `v` still equals its ticket; a kept fill
 //! bumps `v` too, so a ticket fills at most once. A room's first version is random (up to 2^52),
 //! so a ticket handed out before the room expired cannot match its next life. Idle rooms expire
-//! after `cache_idle`.
+//! after `cache_idle`; a read starts that time anew only if its instance has not done so for an
+//! eighth of it, which spares a busy room three commands per read.
 //!
 //! Each instance keeps a copy of the pages it served last ([`NEAR_PAGES`] at most), with the
 //! version they were read at. A read sends that version along: while the room's version is
@@ -24,7 +25,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use convo_domain::{
@@ -49,6 +50,8 @@ const NO_TICKET: FillTicket = FillTicket(0);
 /// Pages this instance keeps a copy of, to be served again while their room is unchanged. A
 /// page holds [`RECENT_MESSAGES`] messages at most.
 const NEAR_PAGES: usize = 64;
+/// A reader starts a room's idle expiry anew once per this fraction of the idle time.
+const TOUCH_EVERY: u32 = 8;
 
 const PRELUDE: &str = r"
 local M, Z, H = KEYS[1], KEYS[2], KEYS[3]
@@ -69,6 +72,8 @@ fn script(body: &str) -> Script {
 
 /// `{1, has_more, version, json...}` for a hit, `{2, has_more}` for a hit at the version the
 /// caller holds (`ARGV[4]`, empty for none), `{0, version}` for a miss (admitting the room).
+/// The idle expiry starts anew only when `ARGV[5]` is `1`: a reader asks for that now and then
+/// ([`TOUCH_EVERY`] of the idle time), not on every read of a busy room.
 static LATEST: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
@@ -80,18 +85,19 @@ local function evicted()
   redis.call('HINCRBY', M, 'v', 1)
   return {0, redis.call('HGET', M, 'v')}
 end
-local v = redis.call('HGET', M, 'v')
+local room = redis.call('HMGET', M, 'v', 'loaded', 'n', 'complete')
+local v = room[1]
 if not v then
   redis.call('DEL', Z, H)
   redis.call('HSET', M, 'v', fresh, 'last', 0, 'loaded', 0, 'complete', 0, 'n', 0)
   redis.call('PEXPIRE', M, idle)
   return {0, fresh}
 end
-keep(idle)
-if redis.call('HGET', M, 'loaded') ~= '1' then return {0, v} end
+if ARGV[5] == '1' then keep(idle) end
+if room[2] ~= '1' then return {0, v} end
 local n = redis.call('ZCARD', Z)
-if n ~= tonumber(redis.call('HGET', M, 'n')) then return evicted() end
-local complete = redis.call('HGET', M, 'complete') == '1'
+if n ~= tonumber(room[3]) then return evicted() end
+local complete = room[4] == '1'
 if n < limit and not complete then return {0, v} end
 local more = 0
 if n > limit or not complete then more = 1 end
@@ -241,22 +247,31 @@ pub struct RedisMessageCache {
 struct Shared {
     redis: RedisConnection,
     idle: String,
+    /// How long a reader goes without starting a room's idle expiry anew.
+    touch_every: Duration,
     /// Rooms whose write report failed and that are not invalidated in Redis yet.
     dirty: Mutex<HashSet<RoomId>>,
     /// The pages served last, by room and limit, with the room's version when they were read.
     near: Mutex<HashMap<(RoomId, u32), NearPage>>,
 }
 
-/// A copy of a page served, with the room's version when it was read.
-type NearPage = (String, Arc<HistoryPage>);
+/// A copy of a page served, with the room's version when it was read and when this instance
+/// last started the room's idle expiry anew.
+#[derive(Debug, Clone)]
+struct NearPage {
+    version: String,
+    page: Arc<HistoryPage>,
+    touched: Instant,
+}
 
 impl RedisMessageCache {
     /// Needs a tokio runtime: it spawns the task that repairs rooms whose reports failed.
     pub fn new(redis: RedisConnection) -> Self {
-        let idle = millis(redis.settings().cache_idle).max(1000).to_string();
+        let idle = redis.settings().cache_idle.max(Duration::from_secs(1));
         let shared = Arc::new(Shared {
             redis,
-            idle,
+            idle: millis(idle).to_string(),
+            touch_every: idle / TOUCH_EVERY,
             dirty: Mutex::new(HashSet::new()),
             near: Mutex::new(HashMap::new()),
         });
@@ -287,7 +302,23 @@ impl Shared {
 
     /// Keeps a copy of a page read at `version`, in place of any older one; when
     /// [`NEAR_PAGES`] are held, one of the others makes way.
-    fn keep_near(&self, room: RoomId, limit: u32, version: String, page: &Arc<HistoryPage>) {
+    /// Notes that the room's idle expiry was started anew at `now`, by a read at `version`.
+    fn touched(&self, room: RoomId, limit: u32, version: &str, now: Instant) {
+        if let Some(near) = lock(&self.near).get_mut(&(room, limit))
+            && near.version == version
+        {
+            near.touched = now;
+        }
+    }
+
+    fn keep_near(
+        &self,
+        room: RoomId,
+        limit: u32,
+        version: String,
+        page: &Arc<HistoryPage>,
+        touched: Instant,
+    ) {
         let mut near = lock(&self.near);
         if near.len() >= NEAR_PAGES
             && !near.contains_key(&(room, limit))
@@ -295,7 +326,7 @@ impl Shared {
         {
             near.remove(&other);
         }
-        near.insert((room, limit), (version, Arc::clone(page)));
+        near.insert((room, limit), NearPage { version, page: Arc::clone(page), touched });
     }
 
     async fn call(&self, script: &Script, room: RoomId, args: Vec<String>) -> DomainResult<Value> {
@@ -352,20 +383,33 @@ impl MessageCache for RedisMessageCache {
         let fresh: u64 = rand::rng().random_range(1..(1u64 << 52));
         let limit = limit.min(RECENT_MESSAGES);
         let near = lock(&self.shared.near).get(&(room, limit)).cloned();
-        let held = near.as_ref().map_or_else(String::new, |(version, _)| version.clone());
-        let args = vec![limit.to_string(), fresh.to_string(), self.shared.idle.clone(), held];
+        let held = near.as_ref().map_or_else(String::new, |near| near.version.clone());
+        let now = Instant::now();
+        let touch =
+            near.as_ref().is_none_or(|near| now.duration_since(near.touched) >= self.shared.touch_every);
+        let args = vec![
+            limit.to_string(),
+            fresh.to_string(),
+            self.shared.idle.clone(),
+            held,
+            u8::from(touch).to_string(),
+        ];
         let answer = self.shared.call(&LATEST, room, args).await?;
         let Value::Array(parts) = answer else { return Err(malformed("cache read")) };
         match parts.first().and_then(int) {
             Some(2) => {
-                let (version, page) = near.ok_or_else(|| malformed("cache read"))?;
+                let NearPage { version, page, touched } = near.ok_or_else(|| malformed("cache read"))?;
+                let touched = if touch { now } else { touched };
                 let has_more = parts.get(1).and_then(int) == Some(1);
                 if page.has_more == has_more {
+                    if touch {
+                        self.shared.touched(room, limit, &version, now);
+                    }
                     return Ok(CachedPage::Hit(page));
                 }
                 // Older messages came or went beyond the page: the same messages, told anew.
                 let page = Arc::new(HistoryPage::new(page.messages.clone(), has_more));
-                self.shared.keep_near(room, limit, version, &page);
+                self.shared.keep_near(room, limit, version, &page, touched);
                 Ok(CachedPage::Hit(page))
             }
             Some(1) => {
@@ -378,7 +422,7 @@ impl MessageCache for RedisMessageCache {
                     .map(|json| json.and_then(|json| decode_message(&json)))
                     .collect::<DomainResult<Vec<Message>>>()?;
                 let page = Arc::new(HistoryPage::new(messages, has_more));
-                self.shared.keep_near(room, limit, version, &page);
+                self.shared.keep_near(room, limit, version, &page, now);
                 Ok(CachedPage::Hit(page))
             }
             Some(0) => {
@@ -444,7 +488,7 @@ impl MessageCache for RedisMessageCache {
 
 #[cfg(test)]
 mod tests {
-    use fred::prelude::{HashesInterface, SortedSetsInterface};
+    use fred::prelude::{HashesInterface, KeysInterface, SortedSetsInterface};
 
     use super::*;
     use crate::testing::TestRedis;
@@ -472,5 +516,35 @@ mod tests {
         assert_eq!(ticket, FillTicket(4_000_000_000_000_001));
         cache.fill(room, &page, ticket).await.expect("fill");
         assert_eq!(cache.latest(room, 10).await.expect("latest"), CachedPage::Hit(Arc::new(page)));
+    }
+
+    /// Reads keep a room from expiring, without each one starting its idle time anew.
+    #[tokio::test]
+    async fn reads_start_the_idle_time_anew_now_and_then() {
+        let Some(redis) = TestRedis::connect().await else { return };
+        let mut settings = crate::testing::settings(&redis.url, &redis.prefix);
+        settings.cache_idle = Duration::from_secs(1); // started anew at most every 125 ms
+        let cache = RedisMessageCache::new(RedisConnection::connect(settings).await.expect("connects"));
+        let room = RoomId::generate();
+        let page = HistoryPage::new(convo_contract::fixture::messages(room, 1, 3), false);
+        let CachedPage::Miss(ticket) = cache.latest(room, 10).await.expect("latest") else {
+            panic!("expected a miss");
+        };
+        cache.fill(room, &page, ticket).await.expect("fill");
+        let [meta, ..] = redis.connection.keys().cache(room);
+        let client = redis.connection.client(WHAT).expect("connected");
+        let ttl = || async { client.pttl::<i64, _>(&meta).await.expect("pttl") };
+        let hit = || async {
+            assert!(matches!(cache.latest(room, 10).await.expect("latest"), CachedPage::Hit(_)));
+        };
+
+        hit().await;
+        assert!(ttl().await > 900, "the first read starts it anew");
+        client.pexpire::<(), _>(&meta, 500, None).await.expect("pexpire");
+        hit().await;
+        assert!(ttl().await <= 500, "a read right after leaves it");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        hit().await;
+        assert!(ttl().await > 700, "a read an eighth of the idle time later starts it anew");
     }
 }

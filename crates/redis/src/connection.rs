@@ -28,7 +28,8 @@ pub struct RedisSettings {
     pub pool_size: usize,
     /// How long the first connection may take at start-up.
     pub connect_timeout: Duration,
-    /// A room's cached messages expire after this long without a read or a write.
+    /// A room's cached messages expire after this long without a write, or a read (give or take
+    /// an eighth: reads restart the time only now and then).
     pub cache_idle: Duration,
 }
 
