@@ -24,7 +24,8 @@ pub struct RedisSettings {
     pub key_prefix: String,
     /// The longest any command may take before it counts as a failure.
     pub command_timeout: Duration,
-    /// Connections in the command pool.
+    /// Connections in the command pool. One by default: Redis runs commands one at a time
+    /// anyway, and on one connection the commands of concurrent requests leave in one write.
     pub pool_size: usize,
     /// How long the first connection may take at start-up.
     pub connect_timeout: Duration,
@@ -41,7 +42,7 @@ impl RedisSettings {
             url: url.into(),
             key_prefix: key_prefix.into(),
             command_timeout: Duration::from_millis(1000),
-            pool_size: 4,
+            pool_size: 1,
             connect_timeout: Duration::from_secs(5),
             cache_idle: Duration::from_secs(30 * 60),
         }
