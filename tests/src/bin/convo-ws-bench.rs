@@ -9,16 +9,20 @@
 //!       deliveries per second and end-to-end latency percentiles (send to receipt). Once
 //!       joined, subscribers read their frames straight off TCP (`RawFrames`), so that the
 //!       load generator's share of the two cores stays small
+//!   convo-ws-bench ladder [subscribers] [seconds per rate] [sqlite|postgres-redis] [two-instances]
+//!       the same room, sent to at rising rates (200 to 17,600 messages/s); a table of every rate,
+//!       with the server's CPU per message and the generator's own, and the highest rate that made
+//!       every delivery with a p99 within 50 ms
 //!   convo-ws-bench idle [connections] [sqlite|postgres-redis]
 //!       opens that many connections that do nothing; reports the server's memory per connection
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use convo_tests::bench::{RawFrames, Socket, join, open_socket};
-use convo_tests::process::{ServerProcess, Stack};
+use convo_tests::process::{ServerProcess, Stack, own_cpu_time};
 use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -37,8 +41,9 @@ async fn main() {
     };
     match args.first().map(String::as_str) {
         Some("fanout") | None => fanout(&server, number(1, 1000), number(2, 100), number(3, 10)).await,
+        Some("ladder") => ladder(&server, number(1, 200), number(2, 5)).await,
         Some("idle") => idle(&server, number(1, 10_000)).await,
-        Some(other) => eprintln!("convo-ws-bench: unknown mode `{other}` (fanout or idle)"),
+        Some(other) => eprintln!("convo-ws-bench: unknown mode `{other}` (fanout, ladder or idle)"),
     }
 }
 
@@ -95,107 +100,213 @@ impl Server {
     }
 }
 
-async fn fanout(server: &Server, subscribers: u64, rate: u64, seconds: u64) {
-    let token = server.register("bench_owner").await;
-    let room = server.post("/chat/room", Some(&token), json!({"name": "bench"})).await["id"]
-        .as_str()
-        .expect("room")
-        .to_owned();
-    let started = Instant::now();
-    let last_receipt = Arc::new(AtomicU64::new(0));
-    let mut readers = Vec::new();
-    for n in 0..subscribers {
-        let mut socket = server.socket_on(n as usize, &token).await;
-        join(&mut socket, &room).await;
-        let last_receipt = last_receipt.clone();
-        readers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut frames = RawFrames::new(socket);
-            // A reader stops after five quiet seconds: the run is over.
-            while let Ok(true) = tokio::time::timeout(
-                Duration::from_secs(5),
-                frames.read(|text| {
-                    // The content is "t<micros since start>"; found without a full JSON parse.
-                    let Some(at) = text.find("\"content\":\"t") else { return };
-                    let digits = &text[at + 12..];
-                    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
-                    if let Ok(sent) = digits[..end].parse::<u64>() {
-                        let now = started.elapsed().as_micros() as u64;
-                        latencies.push(now.saturating_sub(sent));
-                        last_receipt.fetch_max(now, Ordering::Relaxed);
-                    }
-                }),
-            )
-            .await
-            {}
-            latencies
-        }));
+/// The rates the ladder climbs, in messages per second.
+const LADDER: [u64; 11] = [200, 400, 800, 1600, 3200, 4800, 6400, 8800, 11_000, 13_200, 17_600];
+/// A rate passes if nothing is lost and the 99th percentile stays within this.
+const LADDER_P99: Duration = Duration::from_millis(50);
+
+/// Climbs [`LADDER`] with one room of `subscribers`; reports each rate and the highest that
+/// made every delivery with a p99 within [`LADDER_P99`]. Every rate is tried: a higher rate can
+/// pass where a lower one did not, since frames sent close together share a write.
+async fn ladder(server: &Server, subscribers: u64, seconds: u64) {
+    let audience = Audience::gather(server, subscribers).await;
+    println!(
+        "ladder: {subscribers} subscribers in one room, {seconds} s per rate, on {}{}; a rate passes with \
+         every delivery made and p99 within {} ms\n",
+        server.stack.label(),
+        if server.beside.is_some() { ", split over two instances" } else { "" },
+        LADDER_P99.as_millis()
+    );
+    println!(
+        "| messages/s | deliveries/s | lost | p50 ms | p99 ms | server CPU us/message | generator CPU s | passes |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---|");
+    let mut highest = None;
+    for (rung, rate) in LADDER.into_iter().enumerate() {
+        let outcome = audience.rung(server, rung, rate, seconds).await;
+        let passes = outcome.lost == 0 && outcome.p99 <= LADDER_P99;
+        println!(
+            "| {rate} | {:.0} | {} | {:.1} | {:.1} | {:.0} | {:.1} | {} |",
+            outcome.deliveries_per_second,
+            outcome.lost,
+            outcome.p50.as_secs_f64() * 1e3,
+            outcome.p99.as_secs_f64() * 1e3,
+            outcome.server_cpu.as_secs_f64() * 1e6 / outcome.sent.max(1) as f64,
+            outcome.generator_cpu.as_secs_f64(),
+            if passes { "yes" } else { "no" },
+        );
+        if passes {
+            highest = Some(rate);
+        }
     }
-    let idle_rss = server.rss();
+    match highest {
+        Some(rate) => {
+            println!("\nhighest rate passed: {rate} messages/s = {} deliveries/s\n", rate * subscribers)
+        }
+        None => println!("\nno rate passed\n"),
+    }
+}
+
+async fn fanout(server: &Server, subscribers: u64, rate: u64, seconds: u64) {
+    let audience = Audience::gather(server, subscribers).await;
     println!(
         "fanout: {subscribers} subscribers in one room, {rate} messages/s for {seconds} s, on {}{}",
         server.stack.label(),
         if server.beside.is_some() { ", split over two instances" } else { "" }
     );
-
-    // Four sender sockets share the rate, each paced by its own ticker.
-    let senders = 4;
-    let per_sender = (rate / senders).max(1);
-    let first_send = started.elapsed().as_micros() as u64;
-    let mut sending = Vec::new();
-    for _ in 0..senders {
-        let socket = server.socket(&token).await;
-        let room = room.clone();
-        sending.push(tokio::spawn(async move {
-            let (mut sink, mut stream) = socket.split();
-            // Acks are read and dropped so that the sender's socket never backs up.
-            let drain = tokio::spawn(async move { while stream.next().await.is_some() {} });
-            let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / per_sender));
-            let deadline = Instant::now() + Duration::from_secs(seconds);
-            let mut sent = 0u64;
-            while Instant::now() < deadline {
-                ticker.tick().await;
-                let content = format!("t{}", started.elapsed().as_micros());
-                let frame = json!({"type": "send", "roomId": room, "content": content});
-                if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
-                    break;
-                }
-                sent += 1;
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            drain.abort();
-            sent
-        }));
-    }
-    let mut sent = 0;
-    for sender in sending {
-        sent += sender.await.unwrap_or(0);
-    }
-    let busy_rss = server.rss();
-    let mut latencies: Vec<u64> = Vec::new();
-    for reader in readers {
-        latencies.extend(reader.await.unwrap_or_default());
-    }
-    latencies.sort_unstable();
-    let span = last_receipt.load(Ordering::Relaxed).saturating_sub(first_send).max(1) as f64 / 1e6;
-    let percentile = |p: f64| {
-        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
-        latencies.get(index).map_or(0.0, |micros| *micros as f64 / 1000.0)
-    };
+    let outcome = audience.rung(server, 0, rate, seconds).await;
     println!(
-        "  sent {sent} messages; {} of {} deliveries ({:.0}/s); latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        latencies.len(),
-        sent * subscribers,
-        latencies.len() as f64 / span,
-        percentile(0.5),
-        percentile(0.99),
-        percentile(1.0),
+        "  sent {} messages; {} of {} deliveries ({:.0}/s); latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        outcome.sent,
+        outcome.sent * subscribers - outcome.lost,
+        outcome.sent * subscribers,
+        outcome.deliveries_per_second,
+        outcome.p50.as_secs_f64() * 1e3,
+        outcome.p99.as_secs_f64() * 1e3,
+        outcome.max.as_secs_f64() * 1e3,
+    );
+    println!(
+        "  server CPU {:.0} us per message; generator CPU {:.1} s",
+        outcome.server_cpu.as_secs_f64() * 1e6 / outcome.sent.max(1) as f64,
+        outcome.generator_cpu.as_secs_f64()
     );
     println!(
         "  server RSS: {} MB with the subscribers idle, {} MB under load",
-        idle_rss / 1_000_000,
-        busy_rss / 1_000_000
+        audience.idle_rss / 1_000_000,
+        outcome.busy_rss / 1_000_000
     );
+}
+
+/// What one rate of sending came to.
+struct Outcome {
+    sent: u64,
+    lost: u64,
+    deliveries_per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    server_cpu: Duration,
+    generator_cpu: Duration,
+    busy_rss: u64,
+}
+
+/// Send-to-receipt latencies in microseconds, one histogram per rate.
+type Latencies = Arc<Mutex<Vec<Histogram<u64>>>>;
+
+/// One room of subscribers, each recording how long every message took to reach it, by the
+/// rate it was sent at (the content is `t<micros since start>r<rate's index>`).
+struct Audience {
+    token: String,
+    room: String,
+    started: Instant,
+    readers: Vec<Latencies>,
+    idle_rss: u64,
+}
+
+impl Audience {
+    async fn gather(server: &Server, subscribers: u64) -> Audience {
+        let token = server.register("bench_owner").await;
+        let room = server.post("/chat/room", Some(&token), json!({"name": "bench"})).await["id"]
+            .as_str()
+            .expect("room")
+            .to_owned();
+        let started = Instant::now();
+        let mut readers = Vec::new();
+        for n in 0..subscribers {
+            let mut socket = server.socket_on(n as usize, &token).await;
+            join(&mut socket, &room).await;
+            let latencies: Latencies = Arc::default();
+            readers.push(latencies.clone());
+            tokio::spawn(async move {
+                let mut frames = RawFrames::new(socket);
+                while frames
+                    .read(|text| {
+                        // Found without a full JSON parse.
+                        let Some(at) = text.find("\"content\":\"t") else { return };
+                        let (sent, rest) = leading_number(&text[at + 12..]);
+                        let Some(rest) = rest.strip_prefix('r') else { return };
+                        let (rung, _) = leading_number(rest);
+                        let now = started.elapsed().as_micros() as u64;
+                        let mut latencies = latencies.lock().expect("latencies");
+                        while latencies.len() <= rung as usize {
+                            latencies.push(Histogram::new_with_max(60_000_000, 3).expect("histogram"));
+                        }
+                        latencies[rung as usize].saturating_record(now.saturating_sub(sent).max(1));
+                    })
+                    .await
+                {}
+            });
+        }
+        let idle_rss = server.rss();
+        Audience { token, room, started, readers, idle_rss }
+    }
+
+    /// Sends at `rate` for `seconds` from four sockets, waits for the stragglers, and tells what
+    /// the subscribers received.
+    async fn rung(&self, server: &Server, rung: usize, rate: u64, seconds: u64) -> Outcome {
+        let (server_before, generator_before) = (server.process.cpu_time(), own_cpu_time());
+        let senders = 4;
+        let per_sender = (rate / senders).max(1);
+        let begun = Instant::now();
+        let mut sending = Vec::new();
+        for _ in 0..senders {
+            let socket = server.socket(&self.token).await;
+            let (room, started) = (self.room.clone(), self.started);
+            sending.push(tokio::spawn(async move {
+                let (mut sink, mut stream) = socket.split();
+                // Acks are read and dropped so that the sender's socket never backs up.
+                let drain = tokio::spawn(async move { while stream.next().await.is_some() {} });
+                let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / per_sender));
+                let deadline = Instant::now() + Duration::from_secs(seconds);
+                let mut sent = 0u64;
+                while Instant::now() < deadline {
+                    ticker.tick().await;
+                    let content = format!("t{}r{rung}", started.elapsed().as_micros());
+                    let frame = json!({"type": "send", "roomId": room, "content": content});
+                    if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
+                        break;
+                    }
+                    sent += 1;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                drain.abort();
+                sent
+            }));
+        }
+        let mut sent = 0;
+        for sender in sending {
+            sent += sender.await.unwrap_or(0);
+        }
+        let busy_rss = server.rss();
+        let (server_cpu, generator_cpu) =
+            (server.process.cpu_time() - server_before, own_cpu_time() - generator_before);
+        let mut all = Histogram::<u64>::new_with_max(60_000_000, 3).expect("histogram");
+        for reader in &self.readers {
+            if let Some(latencies) = reader.lock().expect("latencies").get(rung) {
+                all.add(latencies).expect("same bounds");
+            }
+        }
+        let quantile = |q: f64| Duration::from_micros(all.value_at_quantile(q));
+        let expected = sent * self.readers.len() as u64;
+        let span = (begun.elapsed() - Duration::from_secs(2)).as_secs_f64().max(1e-3);
+        Outcome {
+            sent,
+            lost: expected.saturating_sub(all.len()),
+            deliveries_per_second: all.len() as f64 / span,
+            p50: quantile(0.5),
+            p99: quantile(0.99),
+            max: Duration::from_micros(all.max()),
+            server_cpu,
+            generator_cpu,
+            busy_rss,
+        }
+    }
+}
+
+/// The number `text` starts with (0 if none), and what follows it.
+fn leading_number(text: &str) -> (u64, &str) {
+    let end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    (text[..end].parse().unwrap_or(0), &text[end..])
 }
 
 async fn idle(server: &Server, connections: u64) {
