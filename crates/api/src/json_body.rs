@@ -27,21 +27,28 @@ pub struct JsonBody<T>(pub T);
 /// The content type of every JSON response.
 const JSON_UTF8: &str = "application/json; charset=utf-8";
 
-impl<T: Type> Payload for JsonBody<T> {
-    const CONTENT_TYPE: &'static str = JSON_UTF8;
+/// Declares a body type in the document exactly as poem-openapi's `Json<T>` would be.
+macro_rules! declared_as_json {
+    ($body:ident) => {
+        impl<T: Type> Payload for $body<T> {
+            const CONTENT_TYPE: &'static str = JSON_UTF8;
 
-    fn check_content_type(content_type: &str) -> bool {
-        Json::<T>::check_content_type(content_type)
-    }
+            fn check_content_type(content_type: &str) -> bool {
+                Json::<T>::check_content_type(content_type)
+            }
 
-    fn schema_ref() -> MetaSchemaRef {
-        T::schema_ref()
-    }
+            fn schema_ref() -> MetaSchemaRef {
+                T::schema_ref()
+            }
 
-    fn register(registry: &mut Registry) {
-        T::register(registry);
-    }
+            fn register(registry: &mut Registry) {
+                T::register(registry);
+            }
+        }
+    };
 }
+
+declared_as_json!(JsonBody);
 
 impl<T: Serialize + Send> IntoResponse for JsonBody<T> {
     fn into_response(self) -> Response {
@@ -70,21 +77,7 @@ impl<T> EncodedJson<T> {
     }
 }
 
-impl<T: Type> Payload for EncodedJson<T> {
-    const CONTENT_TYPE: &'static str = JSON_UTF8;
-
-    fn check_content_type(content_type: &str) -> bool {
-        Json::<T>::check_content_type(content_type)
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        T::schema_ref()
-    }
-
-    fn register(registry: &mut Registry) {
-        T::register(registry);
-    }
-}
+declared_as_json!(EncodedJson);
 
 impl<T: Send> IntoResponse for EncodedJson<T> {
     fn into_response(self) -> Response {
