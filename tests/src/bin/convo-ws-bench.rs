@@ -249,14 +249,19 @@ impl Audience {
         let per_sender = (rate / senders).max(1);
         let begun = Instant::now();
         let mut sending = Vec::new();
-        for _ in 0..senders {
+        let period = Duration::from_micros(1_000_000 / per_sender);
+        let first_tick = tokio::time::Instant::now() + Duration::from_millis(100);
+        for n in 0..senders {
             let socket = server.socket(&self.token).await;
             let (room, started) = (self.room.clone(), self.started);
             sending.push(tokio::spawn(async move {
                 let (mut sink, mut stream) = socket.split();
                 // Acks are read and dropped so that the sender's socket never backs up.
                 let drain = tokio::spawn(async move { while stream.next().await.is_some() {} });
-                let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / per_sender));
+                // The senders take turns through each period rather than all sending at once,
+                // so the rate arrives evenly, not in bursts of four.
+                let mut ticker =
+                    tokio::time::interval_at(first_tick + period * n as u32 / senders as u32, period);
                 let deadline = Instant::now() + Duration::from_secs(seconds);
                 let mut sent = 0u64;
                 while Instant::now() < deadline {
