@@ -51,7 +51,8 @@
 //!   `RoomNameTaken`, never a generic failure.
 //! - **The cache never lies.** A read never shows a deleted message or an old edit, and never
 //!   misses a message whose send was acknowledged; a fill offered with a stale [`FillTicket`] is
-//!   refused.
+//!   refused. Readers of an unchanged room share one page (`Arc<HistoryPage>`), so what an
+//!   adapter keeps in its [`Rendering`] (the API keeps the encoded response) is made once.
 //! - **Sessions slide and tickets are spent once**: a touch extends a session to its ttl, a
 //!   check of many ([`SessionStore::alive_many`]) extends none; a ticket redeems at most once
 //!   and only within its ttl.
