@@ -80,7 +80,7 @@ impl std::fmt::Debug for RedisConnection {
 
 impl RedisConnection {
     /// Connects the pool; fails if Redis does not answer within `connect_timeout`. Later
-    /// disconnections are repaired in the background (exponential backoff, 100 ms to 5 s).
+    /// disconnections are repaired in the background (exponential backoff, 100 ms to 1 s).
     pub async fn connect(settings: RedisSettings) -> Result<Self, RedisError> {
         let config = Config::from_url(&settings.url).map_err(|error| RedisError::Url(error.to_string()))?;
         let mut builder = Builder::from_config(config);
@@ -101,7 +101,9 @@ impl RedisConnection {
                 },
                 ..ConnectionConfig::default()
             })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+            // Capped at a second: a connection attempt to a Redis that is down costs little,
+            // and every second of backoff after it returns is a second more of 503s.
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 1_000, 2));
         let pool = builder
             .build_pool(settings.pool_size.max(1))
             .map_err(|error| RedisError::Url(error.to_string()))?;
