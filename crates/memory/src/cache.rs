@@ -26,6 +26,10 @@ use convo_domain::{
 use crate::shard::Shards;
 
 const RECENT: usize = RECENT_MESSAGES as usize;
+/// Rooms, over the whole cache, that keep the page they served last (with what the API encoded
+/// of it), so that the pages of the busiest rooms are made once per change: bounded apart from
+/// the rooms held, since a kept page and its encoding can be as large as the room's messages.
+const SERVED_PAGES: usize = 64;
 
 /// [`MessageCache`] for a single instance. It holds at most `max_rooms` rooms (each up to
 /// [`RECENT_MESSAGES`] messages) and evicts the least recently used when full.
@@ -37,7 +41,8 @@ pub struct InMemoryMessageCache {
 impl InMemoryMessageCache {
     /// The room limit of [`Default`]. Each room holds at most [`RECENT_MESSAGES`] messages
     /// (a message is at most about 4 KB), so the cache stays within a few hundred MB even when
-    /// every room is full of maximal messages, and typically within a few MB.
+    /// every room is full of maximal messages, and typically within a few MB. The pages kept for
+    /// the 64 rooms served most recently, with their encodings, add at most a few tens of MB.
     pub const DEFAULT_MAX_ROOMS: usize = 1024;
     /// The cache is split into more shards only while each keeps at least this many rooms, so
     /// that each shard's least-recently-used order stays meaningful.
@@ -54,12 +59,21 @@ impl InMemoryMessageCache {
     /// `max_rooms`.
     fn with_shards(max_rooms: usize, shards: usize) -> Self {
         let capacity = (max_rooms / shards).max(1);
-        Self { shards: Shards::new(shards, || CacheShard::new(capacity)) }
+        let serving = (SERVED_PAGES / shards).max(1);
+        Self { shards: Shards::new(shards, || CacheShard::new(capacity, serving)) }
     }
 
     #[cfg(test)]
     fn rooms(&self) -> usize {
         self.shards.each().map(|shard| shard.rooms.len()).sum()
+    }
+
+    #[cfg(test)]
+    fn pages_served(&self) -> usize {
+        self.shards
+            .each()
+            .map(|shard| shard.rooms.values().filter(|room| room.served.is_some()).count())
+            .sum()
     }
 
     #[cfg(test)]
@@ -82,11 +96,35 @@ struct CacheShard {
     versions: u64,
     /// A logical clock for least-recently-used order.
     ticks: u64,
+    /// The rooms (with their version) whose page served last is kept, oldest first.
+    serving: VecDeque<(RoomId, u64)>,
+    serving_capacity: usize,
 }
 
 impl CacheShard {
-    fn new(capacity: usize) -> Self {
-        Self { rooms: HashMap::new(), capacity, versions: 0, ticks: 0 }
+    fn new(capacity: usize, serving_capacity: usize) -> Self {
+        Self {
+            rooms: HashMap::new(),
+            capacity,
+            versions: 0,
+            ticks: 0,
+            serving: VecDeque::new(),
+            serving_capacity,
+        }
+    }
+
+    /// Notes that `room` keeps a page made at `version`; past the shard's share of
+    /// [`SERVED_PAGES`], the room that made one longest ago lets its page go.
+    fn now_serving(&mut self, room: RoomId, version: u64) {
+        self.serving.push_back((room, version));
+        while self.serving.len() > self.serving_capacity {
+            let Some((oldest, made_at)) = self.serving.pop_front() else { break };
+            if let Some(entry) = self.rooms.get_mut(&oldest)
+                && entry.served.as_ref().is_some_and(|(version, _, _)| *version == made_at)
+            {
+                entry.served = None;
+            }
+        }
     }
 
     fn next_version(&mut self) -> u64 {
@@ -156,7 +194,8 @@ struct RoomCache {
     held: VecDeque<Message>,
     last_used: u64,
     /// The page last handed out, with the version and limit it was made for: readers of an
-    /// unchanged room share it, and with it what the API encoded of it.
+    /// unchanged room share it, and with it what the API encoded of it. Kept for the
+    /// [`SERVED_PAGES`] rooms that made one most recently.
     served: Option<(u64, u32, Arc<HistoryPage>)>,
 }
 
@@ -173,12 +212,13 @@ impl RoomCache {
         }
     }
 
-    /// The latest `limit` messages, if what is held answers for storage.
-    fn page(&mut self, limit: u32) -> Option<Arc<HistoryPage>> {
+    /// The latest `limit` messages, if what is held answers for storage, and whether the page
+    /// was made now (rather than the one served last, again).
+    fn page(&mut self, limit: u32) -> Option<(Arc<HistoryPage>, bool)> {
         if let Some((version, served_limit, page)) = &self.served
             && (*version, *served_limit) == (self.version, limit)
         {
-            return Some(Arc::clone(page));
+            return Some((Arc::clone(page), false));
         }
         let wanted = usize::try_from(limit).unwrap_or(usize::MAX);
         if !self.loaded || (self.held.len() < wanted && !self.complete) {
@@ -190,7 +230,7 @@ impl RoomCache {
             skip > 0 || !self.complete,
         ));
         self.served = Some((self.version, limit, Arc::clone(&page)));
-        Some(page)
+        Some((page, true))
     }
 
     fn load(&mut self, page: &HistoryPage) {
@@ -267,9 +307,15 @@ impl MessageCache for InMemoryMessageCache {
     async fn latest(&self, room: RoomId, limit: u32) -> DomainResult<CachedPage> {
         let mut shard = self.shards.of(&room);
         let entry = shard.open(room);
+        let version = entry.version;
         Ok(match entry.page(limit) {
-            Some(page) => CachedPage::Hit(page),
-            None => CachedPage::Miss(FillTicket(entry.version)),
+            Some((page, made_now)) => {
+                if made_now {
+                    shard.now_serving(room, version);
+                }
+                CachedPage::Hit(page)
+            }
+            None => CachedPage::Miss(FillTicket(version)),
         })
     }
 
@@ -417,5 +463,24 @@ mod tests {
             panic!("expected a hit");
         };
         assert_eq!(page.messages, vec![second]);
+    }
+
+    #[tokio::test]
+    async fn pages_are_kept_for_a_bounded_number_of_rooms() {
+        let cache = InMemoryMessageCache::with_shards(4 * SERVED_PAGES, 2);
+        let rooms: Vec<RoomId> = (0..2 * SERVED_PAGES).map(|_| RoomId::generate()).collect();
+        for room in &rooms {
+            load(&cache, *room).await;
+            assert!(is_hit(&cache, *room).await);
+        }
+        assert_eq!(cache.rooms(), rooms.len(), "every room still held");
+        assert_eq!(cache.pages_served(), SERVED_PAGES, "but only so many keep a page");
+
+        // A room whose page went is served a new one, which is then shared again.
+        let first = rooms[0];
+        let CachedPage::Hit(made) = cache.latest(first, 10).await.expect("latest") else { panic!("a hit") };
+        let CachedPage::Hit(again) = cache.latest(first, 10).await.expect("latest") else { panic!("a hit") };
+        assert!(Arc::ptr_eq(&made, &again));
+        assert_eq!(cache.pages_served(), SERVED_PAGES);
     }
 }
