@@ -300,8 +300,6 @@ impl Shared {
         self.dirty().contains(&room)
     }
 
-    /// Keeps a copy of a page read at `version`, in place of any older one; when
-    /// [`NEAR_PAGES`] are held, one of the others makes way.
     /// Notes that the room's idle expiry was started anew at `now`, by a read at `version`.
     fn touched(&self, room: RoomId, limit: u32, version: &str, now: Instant) {
         if let Some(near) = lock(&self.near).get_mut(&(room, limit))
@@ -311,6 +309,9 @@ impl Shared {
         }
     }
 
+    /// Keeps a copy of a page read at `version`, in place of any older one; when
+    /// [`NEAR_PAGES`] are held, one of the others makes way. `touched` is when this instance
+    /// last started the room's idle expiry anew.
     fn keep_near(
         &self,
         room: RoomId,
@@ -387,6 +388,11 @@ impl MessageCache for RedisMessageCache {
         let now = Instant::now();
         let touch =
             near.as_ref().is_none_or(|near| now.duration_since(near.touched) >= self.shared.touch_every);
+        // When the idle expiry was last started anew, once this read is done.
+        let touched = match &near {
+            Some(near) if !touch => near.touched,
+            _ => now,
+        };
         let args = vec![
             limit.to_string(),
             fresh.to_string(),
@@ -398,8 +404,7 @@ impl MessageCache for RedisMessageCache {
         let Value::Array(parts) = answer else { return Err(malformed("cache read")) };
         match parts.first().and_then(int) {
             Some(2) => {
-                let NearPage { version, page, touched } = near.ok_or_else(|| malformed("cache read"))?;
-                let touched = if touch { now } else { touched };
+                let NearPage { version, page, .. } = near.ok_or_else(|| malformed("cache read"))?;
                 let has_more = parts.get(1).and_then(int) == Some(1);
                 if page.has_more == has_more {
                     if touch {
@@ -422,7 +427,7 @@ impl MessageCache for RedisMessageCache {
                     .map(|json| json.and_then(|json| decode_message(&json)))
                     .collect::<DomainResult<Vec<Message>>>()?;
                 let page = Arc::new(HistoryPage::new(messages, has_more));
-                self.shared.keep_near(room, limit, version, &page, now);
+                self.shared.keep_near(room, limit, version, &page, touched);
                 Ok(CachedPage::Hit(page))
             }
             Some(0) => {
