@@ -158,6 +158,7 @@ pub struct HistoryPage {
     /// Whether more messages exist beyond this page in the paging direction.
     pub has_more: bool,
     /// What the outside world made of this page, kept for the next reader of the same page.
+    /// Whoever changes the page in place after that must reset it (`Rendering::default()`).
     pub rendering: Rendering,
 }
 
