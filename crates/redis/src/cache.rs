@@ -24,6 +24,7 @@
 //! timeout changes nothing the invalidation did not already account for.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -253,6 +254,16 @@ struct Shared {
     dirty: Mutex<HashSet<RoomId>>,
     /// The pages served last, by room and limit, with the room's version when they were read.
     near: Mutex<HashMap<(RoomId, u32), NearPage>>,
+    /// The script calls for each page being read, so that concurrent reads share them.
+    flights: Mutex<HashMap<(RoomId, u32), Arc<Flight>>>,
+}
+
+/// The script calls for one page: how many have started, and the answer of the last one (with
+/// its number), which reads that arrived before it started may take.
+#[derive(Debug, Default)]
+struct Flight {
+    started: AtomicU64,
+    last: tokio::sync::Mutex<Option<(u64, CachedPage)>>,
 }
 
 /// A copy of a page served, with the room's version when it was read and when this instance
@@ -274,6 +285,7 @@ impl RedisMessageCache {
             touch_every: idle / TOUCH_EVERY,
             dirty: Mutex::new(HashSet::new()),
             near: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
         });
         let repair = tokio::spawn(repair(Arc::downgrade(&shared)));
         Self { shared, repair }
@@ -298,6 +310,16 @@ impl Shared {
 
     fn is_dirty(&self, room: RoomId) -> bool {
         self.dirty().contains(&room)
+    }
+
+    /// The calls for the page of `limit` messages of `room`. Past [`NEAR_PAGES`] pages, those
+    /// nobody is reading are forgotten.
+    fn flight(&self, room: RoomId, limit: u32) -> Arc<Flight> {
+        let mut flights = lock(&self.flights);
+        if flights.len() >= NEAR_PAGES && !flights.contains_key(&(room, limit)) {
+            flights.retain(|_, flight| Arc::strong_count(flight) > 1);
+        }
+        Arc::clone(flights.entry((room, limit)).or_default())
     }
 
     /// Notes that the room's idle expiry was started anew at `now`, by a read at `version`.
@@ -375,14 +397,13 @@ fn edited_micros(message: &Message) -> String {
     message.edited_at.map_or(-1, |at| at.timestamp_micros()).to_string()
 }
 
-#[async_trait]
-impl MessageCache for RedisMessageCache {
-    async fn latest(&self, room: RoomId, limit: u32) -> DomainResult<CachedPage> {
+impl RedisMessageCache {
+    /// One LATEST script call for the room's page of `limit` messages.
+    async fn read_latest(&self, room: RoomId, limit: u32) -> DomainResult<CachedPage> {
         if self.shared.is_dirty(room) {
             return Ok(CachedPage::Miss(NO_TICKET));
         }
         let fresh: u64 = rand::rng().random_range(1..(1u64 << 52));
-        let limit = limit.min(RECENT_MESSAGES);
         let near = lock(&self.shared.near).get(&(room, limit)).cloned();
         let held = near.as_ref().map_or_else(String::new, |near| near.version.clone());
         let now = Instant::now();
@@ -440,6 +461,29 @@ impl MessageCache for RedisMessageCache {
             }
             _ => Err(malformed("cache read")),
         }
+    }
+}
+
+#[async_trait]
+impl MessageCache for RedisMessageCache {
+    /// Concurrent reads of one page share script calls: a read takes the answer of a call that
+    /// started after it arrived (so it reflects every write acknowledged before the read began),
+    /// or makes the call itself; one call per page is in flight at a time, and each answers
+    /// every read that queued while the one before it ran.
+    async fn latest(&self, room: RoomId, limit: u32) -> DomainResult<CachedPage> {
+        let limit = limit.min(RECENT_MESSAGES);
+        let flight = self.shared.flight(room, limit);
+        let arrived = flight.started.load(Ordering::Acquire);
+        let mut last = flight.last.lock().await;
+        if let Some((call, answer)) = &*last
+            && *call > arrived
+        {
+            return Ok(answer.clone());
+        }
+        let call = flight.started.fetch_add(1, Ordering::AcqRel) + 1;
+        let answer = self.read_latest(room, limit).await;
+        *last = answer.as_ref().ok().map(|answer| (call, answer.clone()));
+        answer
     }
 
     async fn fill(&self, room: RoomId, page: &HistoryPage, ticket: FillTicket) -> DomainResult<()> {
@@ -521,6 +565,35 @@ mod tests {
         assert_eq!(ticket, FillTicket(4_000_000_000_000_001));
         cache.fill(room, &page, ticket).await.expect("fill");
         assert_eq!(cache.latest(room, 10).await.expect("latest"), CachedPage::Hit(Arc::new(page)));
+    }
+
+    /// Reads of one page that arrive while a call for it runs share the next call, and each
+    /// sees what was written before it began.
+    #[tokio::test]
+    async fn concurrent_reads_of_a_page_share_script_calls() {
+        let Some(redis) = TestRedis::connect().await else { return };
+        let cache = RedisMessageCache::new(redis.connection.clone());
+        let room = RoomId::generate();
+        let mut all = convo_contract::fixture::messages(room, 1, 3);
+        let CachedPage::Miss(ticket) = cache.latest(room, 10).await.expect("latest") else {
+            panic!("expected a miss");
+        };
+        cache.fill(room, &HistoryPage::new(all.clone(), false), ticket).await.expect("fill");
+        let calls = || cache.shared.flight(room, 10).started.load(Ordering::Acquire);
+
+        for round in 0..3 {
+            let next = convo_contract::fixture::message(room, 4 + round);
+            cache.messages_stored(room, std::slice::from_ref(&next)).await.expect("stored");
+            all.push(next);
+            let before = calls();
+            let reads = futures_util::future::join_all((0..50).map(|_| cache.latest(room, 10))).await;
+            for read in reads {
+                let CachedPage::Hit(page) = read.expect("latest") else { panic!("expected a hit") };
+                assert_eq!(page.messages, all, "every read sees the message stored before it");
+            }
+            // The first read's call, then one more for all who queued behind it.
+            assert!(calls() - before <= 2, "50 reads made {} calls", calls() - before);
+        }
     }
 
     /// Reads keep a room from expiring, without each one starting its idle time anew.
