@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use convo_domain::{
-    CachedPage, DomainResult, FillTicket, HistoryPage, Message, MessageCache, MessageId, RECENT_MESSAGES,
-    RoomId, lock,
+    CachedPage, DomainError, DomainResult, FillTicket, HistoryPage, Message, MessageCache, MessageId,
+    RECENT_MESSAGES, RoomId, lock,
 };
 use fred::prelude::Value;
 use fred::types::scripts::Script;
@@ -259,11 +259,33 @@ struct Shared {
 }
 
 /// The script calls for one page: how many have started, and the answer of the last one (with
-/// its number), which reads that arrived before it started may take.
+/// its number; `None` if it failed), which reads that arrived before it started may take.
 #[derive(Debug, Default)]
 struct Flight {
     started: AtomicU64,
-    last: tokio::sync::Mutex<Option<(u64, CachedPage)>>,
+    last: tokio::sync::Mutex<Option<(u64, Option<CachedPage>)>>,
+}
+
+impl Flight {
+    /// The answer of a call that started after this read arrived, or of `call`, made now.
+    async fn share<F: Future<Output = DomainResult<CachedPage>>>(
+        &self,
+        call: impl FnOnce() -> F,
+    ) -> DomainResult<CachedPage> {
+        let arrived = self.started.load(Ordering::Acquire);
+        let mut last = self.last.lock().await;
+        if let Some((number, answer)) = &*last
+            && *number > arrived
+        {
+            // A failure is shared too: a Redis that answers slowly must not be waited for once
+            // per queued read.
+            return answer.clone().ok_or_else(|| DomainError::unavailable(WHAT, "the cache read failed"));
+        }
+        let number = self.started.fetch_add(1, Ordering::AcqRel) + 1;
+        let answer = call().await;
+        *last = Some((number, answer.as_ref().ok().cloned()));
+        answer
+    }
 }
 
 /// A copy of a page served, with the room's version when it was read and when this instance
@@ -472,18 +494,7 @@ impl MessageCache for RedisMessageCache {
     /// every read that queued while the one before it ran.
     async fn latest(&self, room: RoomId, limit: u32) -> DomainResult<CachedPage> {
         let limit = limit.min(RECENT_MESSAGES);
-        let flight = self.shared.flight(room, limit);
-        let arrived = flight.started.load(Ordering::Acquire);
-        let mut last = flight.last.lock().await;
-        if let Some((call, answer)) = &*last
-            && *call > arrived
-        {
-            return Ok(answer.clone());
-        }
-        let call = flight.started.fetch_add(1, Ordering::AcqRel) + 1;
-        let answer = self.read_latest(room, limit).await;
-        *last = answer.as_ref().ok().map(|answer| (call, answer.clone()));
-        answer
+        self.shared.flight(room, limit).share(|| self.read_latest(room, limit)).await
     }
 
     async fn fill(&self, room: RoomId, page: &HistoryPage, ticket: FillTicket) -> DomainResult<()> {
@@ -594,6 +605,24 @@ mod tests {
             // The first read's call, then one more for all who queued behind it.
             assert!(calls() - before <= 2, "50 reads made {} calls", calls() - before);
         }
+    }
+
+    /// Reads that queued behind a call that failed slowly share its failure rather than each
+    /// waiting for a slow call of its own.
+    #[tokio::test(start_paused = true)]
+    async fn reads_queued_behind_a_failed_call_share_its_failure() {
+        let flight = Flight::default();
+        let calls = AtomicU64::new(0);
+        let slow_failure = || async {
+            calls.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Err(DomainError::unavailable(WHAT, "timed out"))
+        };
+        let started = tokio::time::Instant::now();
+        let reads = futures_util::future::join_all((0..20).map(|_| flight.share(slow_failure))).await;
+        assert!(reads.iter().all(Result::is_err));
+        assert!(calls.load(Ordering::Relaxed) <= 2, "{} calls", calls.load(Ordering::Relaxed));
+        assert!(started.elapsed() <= Duration::from_secs(2), "waited {:?}", started.elapsed());
     }
 
     /// Reads keep a room from expiring, without each one starting its idle time anew.
