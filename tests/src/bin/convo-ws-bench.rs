@@ -83,6 +83,12 @@ impl Server {
         self.post("/auth/register", None, body).await["access_token"].as_str().expect("token").to_owned()
     }
 
+    /// The storage, and the instances if there are two.
+    fn setup(&self) -> String {
+        let split = if self.beside.is_some() { ", split over two instances" } else { "" };
+        format!("{}{split}", self.stack.label())
+    }
+
     /// The server's resident memory, in bytes.
     fn rss(&self) -> u64 {
         self.process.rss()
@@ -111,10 +117,9 @@ const LADDER_P99: Duration = Duration::from_millis(50);
 async fn ladder(server: &Server, subscribers: u64, seconds: u64) {
     let audience = Audience::gather(server, subscribers).await;
     println!(
-        "ladder: {subscribers} subscribers in one room, {seconds} s per rate, on {}{}; a rate passes with \
+        "ladder: {subscribers} subscribers in one room, {seconds} s per rate, on {}; a rate passes with \
          every delivery made and p99 within {} ms\n",
-        server.stack.label(),
-        if server.beside.is_some() { ", split over two instances" } else { "" },
+        server.setup(),
         LADDER_P99.as_millis()
     );
     println!(
@@ -150,9 +155,8 @@ async fn ladder(server: &Server, subscribers: u64, seconds: u64) {
 async fn fanout(server: &Server, subscribers: u64, rate: u64, seconds: u64) {
     let audience = Audience::gather(server, subscribers).await;
     println!(
-        "fanout: {subscribers} subscribers in one room, {rate} messages/s for {seconds} s, on {}{}",
-        server.stack.label(),
-        if server.beside.is_some() { ", split over two instances" } else { "" }
+        "fanout: {subscribers} subscribers in one room, {rate} messages/s for {seconds} s, on {}",
+        server.setup()
     );
     let outcome = audience.rung(server, 0, rate, seconds).await;
     println!(
@@ -229,7 +233,7 @@ impl Audience {
                         let now = started.elapsed().as_micros() as u64;
                         let mut latencies = latencies.lock().expect("latencies");
                         while latencies.len() <= rung as usize {
-                            latencies.push(Histogram::new_with_max(60_000_000, 3).expect("histogram"));
+                            latencies.push(latency_histogram());
                         }
                         latencies[rung as usize].saturating_record(now.saturating_sub(sent).max(1));
                     })
@@ -285,7 +289,7 @@ impl Audience {
         let busy_rss = server.rss();
         let (server_cpu, generator_cpu) =
             (server.process.cpu_time() - server_before, own_cpu_time() - generator_before);
-        let mut all = Histogram::<u64>::new_with_max(60_000_000, 3).expect("histogram");
+        let mut all = latency_histogram();
         for reader in &self.readers {
             if let Some(latencies) = reader.lock().expect("latencies").get(rung) {
                 all.add(latencies).expect("same bounds");
@@ -306,6 +310,12 @@ impl Audience {
             busy_rss,
         }
     }
+}
+
+/// Latencies in microseconds up to a minute, to three significant digits; histograms made
+/// alike can be added together.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_max(60_000_000, 3).expect("valid bounds")
 }
 
 /// The number `text` starts with (0 if none), and what follows it.
