@@ -21,8 +21,10 @@ pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub async fn open_socket(url: &str, token: &str, config: WebSocketConfig) -> Socket {
     let mut request = url.into_client_request().expect("request");
     request.headers_mut().insert("authorization", format!("Bearer {token}").parse().expect("header"));
+    // Nagle's algorithm off, as browsers have it: a frame is not held back for the server's
+    // acknowledgement of the one before.
     let (mut socket, _) =
-        tokio_tungstenite::connect_async_with_config(request, Some(config), false).await.expect("upgrade");
+        tokio_tungstenite::connect_async_with_config(request, Some(config), true).await.expect("upgrade");
     next_text(&mut socket).await; // ready
     socket
 }

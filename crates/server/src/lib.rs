@@ -7,6 +7,7 @@
 
 pub mod adapters;
 pub mod config;
+mod listener;
 
 use std::io;
 use std::net::SocketAddr;
@@ -155,6 +156,7 @@ pub async fn start(config: &Config, listen_for_signals: bool) -> Result<RunningS
     let acceptor = TcpListener::bind(address)
         .into_acceptor()
         .await
+        .map(listener::NoDelayAcceptor)
         .map_err(|source| StartError::Listen { address: address.to_string(), source })?;
     let address =
         acceptor.local_addr().first().and_then(|local| local.as_socket_addr().copied()).unwrap_or(address);
