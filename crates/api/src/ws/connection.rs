@@ -229,13 +229,17 @@ async fn write_batch(
     let mut behind = queue.len();
     let mut outbound = first;
     loop {
-        let message = match outbound {
+        match outbound {
             // The hub's bytes themselves, shared with every other recipient.
-            Outbound::Text(text) => Message::Text(text),
-            Outbound::Ping => Message::Ping(Bytes::new()),
+            Outbound::Text(text) => sink.feed(Message::Text(text)).await.map_err(|_| ())?,
+            Outbound::Run(run) => {
+                for text in run.iter() {
+                    sink.feed(Message::Text(text.clone())).await.map_err(|_| ())?;
+                }
+            }
+            Outbound::Ping => sink.feed(Message::Ping(Bytes::new())).await.map_err(|_| ())?,
             Outbound::Close(code, reason) => return Ok(Some((code, reason))),
-        };
-        sink.feed(message).await.map_err(|_| ())?;
+        }
         if behind == 0 {
             break;
         }
@@ -797,6 +801,28 @@ mod tests {
             assert_eq!(sent.as_str().as_ptr(), shared, "the hub's bytes, not a copy");
         }
         assert!(matches!(socket.fed[5], Message::Ping(_)));
+    }
+
+    #[tokio::test]
+    async fn a_run_goes_out_frame_by_frame_in_order_with_the_batch() {
+        let (queue, mut outbound) = mpsc::channel(16);
+        let frames: Arc<[Utf8Bytes]> = ["a", "b", "c"].map(Utf8Bytes::from_static).into();
+        queue.try_send(Outbound::Run(Arc::clone(&frames))).expect("queued");
+        queue.try_send(Outbound::Text(Utf8Bytes::from_static("d"))).expect("queued");
+
+        let mut socket = Recorded::default();
+        let first = outbound.recv().await.expect("queued");
+        assert_eq!(write_batch(&mut socket, &mut outbound, first).await, Ok(None));
+        let texts: Vec<&str> = socket
+            .fed
+            .iter()
+            .map(|message| match message {
+                Message::Text(text) => text.as_str(),
+                other => panic!("text expected, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(texts, ["a", "b", "c", "d"]);
+        assert_eq!(socket.flushes, [4], "one flush for the run and what followed it");
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use convo_domain::{DomainResult, Event, LiveService, Message, Resume, RoomId, RoomStream, UserId, lock};
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -27,12 +28,17 @@ use super::protocol::{ServerFrame, deleted, message_json, user_ref_json};
 const MAX_HELD: usize = 4096;
 /// One `typing` per user and room at most this often.
 const TYPING_INTERVAL: Duration = Duration::from_secs(2);
+/// The most events a room's pump takes from its stream to hand out at once.
+const DISPATCH_RUN: usize = 64;
 
 /// What goes down a connection's outbound queue.
 #[derive(Debug, Clone)]
 pub enum Outbound {
     /// Shared by reference count: every recipient sends the same bytes.
     Text(Utf8Bytes),
+    /// Several frames in order, the same run for every recipient: a busy room's events that
+    /// were ready together cost each connection one queue slot and one wake-up.
+    Run(Arc<[Utf8Bytes]>),
     Ping,
     /// Close after everything queued before it.
     Close(u16, &'static str),
@@ -74,6 +80,18 @@ impl ConnectionHandle {
             return true;
         }
         match self.queue.try_send(Outbound::Text(frame.text.clone())) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close_now(close::TOO_SLOW, "outbound queue overflowed");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queues a run of frames as one item; `false` as for [`Self::push`].
+    fn push_run(&self, run: &Arc<[Utf8Bytes]>) -> bool {
+        match self.queue.try_send(Outbound::Run(Arc::clone(run))) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.close_now(close::TOO_SLOW, "outbound queue overflowed");
@@ -234,6 +252,20 @@ impl Subscriber {
             self.after_seq = self.after_seq.max(resumed);
         }
         self.handle.push(&encoded.frame)
+    }
+
+    /// Delivers a run of plain events (new messages in ascending seq, and frames for everyone)
+    /// as one queue item when all of it is due to this connection, else one by one; `false` if
+    /// the connection is gone.
+    fn deliver_run(&mut self, events: &[Encoded], run: &Arc<[Utf8Bytes]>) -> bool {
+        let first_seq = events.iter().find_map(|encoded| encoded.seq);
+        if self.held.is_some() || first_seq.is_some_and(|seq| seq <= self.after_seq) {
+            return events.iter().all(|encoded| self.deliver(encoded));
+        }
+        if let Some(last_seq) = events.iter().rev().find_map(|encoded| encoded.seq) {
+            self.after_seq = last_seq;
+        }
+        self.handle.push_run(run)
     }
 
     /// Delivers `frames` in order, live (not held); `false` if the connection overflowed.
@@ -438,9 +470,32 @@ impl Hub {
         }
     }
 
+    /// Hands events of the room, in order, to every local subscriber. A run of plain events
+    /// (no typing, presence or leave, which some subscribers get differently) goes to each
+    /// connection as one queue item.
+    fn dispatch(&self, room: RoomId, feed: &Arc<RoomFeed>, events: &[Event]) {
+        let encoded: Vec<Encoded> = events.iter().filter_map(encode).collect();
+        let plain = |encoded: &Encoded| {
+            encoded.skip_user.is_none() && encoded.leaving.is_none() && !encoded.frame.droppable
+        };
+        if encoded.len() < 2 || !encoded.iter().all(plain) {
+            for encoded in encoded {
+                self.dispatch_one(room, feed, encoded);
+            }
+            return;
+        }
+        let run: Arc<[Utf8Bytes]> = encoded.iter().map(|encoded| encoded.frame.text.clone()).collect();
+        let mut subscribers = lock(&feed.subscribers);
+        subscribers.retain(|_, subscriber| subscriber.deliver_run(&encoded, &run));
+        let unused = subscribers.is_empty();
+        drop(subscribers);
+        if unused {
+            self.drop_if_unused(room, feed);
+        }
+    }
+
     /// Hands one event of the room to every local subscriber.
-    fn dispatch(&self, room: RoomId, feed: &Arc<RoomFeed>, event: &Event) {
-        let Some(encoded) = encode(event) else { return };
+    fn dispatch_one(&self, room: RoomId, feed: &Arc<RoomFeed>, encoded: Encoded) {
         let left = encoded
             .leaving
             .map(|_| Frame::new(&ServerFrame::Left { reference: None, room_id: room.as_uuid() }, false));
@@ -488,11 +543,30 @@ impl Hub {
 }
 
 /// Hands one room's events, in order, to its local subscribers while it has any.
+/// Takes every event that is ready along with the one it waited for (up to [`DISPATCH_RUN`]):
+/// under load many are, and handing them out together costs each subscriber one queue item.
 async fn pump(hub: Hub, room: RoomId, feed: Arc<RoomFeed>, mut stream: RoomStream) {
+    let mut run = Vec::with_capacity(DISPATCH_RUN);
     let resume = loop {
-        match stream.next().await {
-            Ok(event) => hub.dispatch(room, &feed, &event),
-            Err(resume) => break resume,
+        let mut ended = match stream.next().await {
+            Ok(event) => {
+                run.push(event);
+                None
+            }
+            Err(resume) => Some(resume),
+        };
+        // `next` is cancel safe: a call that is not ready at once loses nothing.
+        while ended.is_none() && run.len() < DISPATCH_RUN {
+            match stream.next().now_or_never() {
+                Some(Ok(event)) => run.push(event),
+                Some(Err(resume)) => ended = Some(resume),
+                None => break,
+            }
+        }
+        hub.dispatch(room, &feed, &run);
+        run.clear();
+        if let Some(resume) = ended {
+            break resume;
         }
     };
     hub.abandon(room, &feed, resume);
@@ -555,7 +629,7 @@ mod tests {
 
     /// Dispatches as the room's pump does.
     fn dispatch(hub: &Hub, room: RoomId, event: &Event) {
-        hub.dispatch(room, &hub.feed(room).expect("followed"), event);
+        hub.dispatch(room, &hub.feed(room).expect("followed"), std::slice::from_ref(event));
     }
 
     fn post(hub: &Hub, room: RoomId, seq: i64) {
@@ -564,15 +638,89 @@ mod tests {
 
     /// The frames queued so far: a message as its seq, any other frame as its type.
     fn queued(outbound: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
-        let mut frames = Vec::new();
-        while let Ok(Outbound::Text(text)) = outbound.try_recv() {
-            let frame: Value = serde_json::from_str(&text).expect("JSON");
-            frames.push(match frame["message"]["seq"].as_i64() {
+        queued_items(outbound).concat()
+    }
+
+    /// The same, item by item: the frames of each queue item.
+    fn queued_items(outbound: &mut mpsc::Receiver<Outbound>) -> Vec<Vec<String>> {
+        let described = |text: &Utf8Bytes| {
+            let frame: Value = serde_json::from_str(text).expect("JSON");
+            match frame["message"]["seq"].as_i64() {
                 Some(seq) => seq.to_string(),
                 None => frame["type"].as_str().unwrap_or_default().to_owned(),
-            });
+            }
+        };
+        let mut items = Vec::new();
+        loop {
+            match outbound.try_recv() {
+                Ok(Outbound::Text(text)) => items.push(vec![described(&text)]),
+                Ok(Outbound::Run(run)) => items.push(run.iter().map(described).collect()),
+                _ => return items,
+            }
         }
-        frames
+    }
+
+    fn created(room: RoomId, seq: i64) -> Event {
+        Event::MessageCreated(message(room, seq))
+    }
+
+    #[tokio::test]
+    async fn events_ready_together_reach_each_connection_as_one_item_of_shared_frames() {
+        let (hub, room, _feed) = hub_with_room().await;
+        let (_first, mut first) = joined(&hub, room).await;
+        let (_second, mut second) = joined(&hub, room).await;
+        let feed = hub.feed(room).expect("followed");
+        hub.dispatch(room, &feed, &[created(room, 1), created(room, 2), created(room, 3)]);
+        let (Ok(Outbound::Run(mine)), Ok(Outbound::Run(theirs))) = (first.try_recv(), second.try_recv())
+        else {
+            panic!("a run each")
+        };
+        assert!(Arc::ptr_eq(&mine, &theirs), "one run shared by both");
+        assert_eq!(mine.len(), 3);
+        assert!(first.try_recv().is_err(), "one item in all");
+
+        hub.dispatch(room, &feed, &[created(room, 4), created(room, 5)]);
+        assert_eq!(queued_items(&mut second), [["4", "5"]]);
+    }
+
+    #[tokio::test]
+    async fn the_pump_hands_out_the_events_ready_together_as_one_run() {
+        let (hub, room, feed) = hub_with_room().await;
+        let (_handle, mut outbound) = joined(&hub, room).await;
+        for seq in 1..=3 {
+            feed.send(created(room, seq)).expect("the pump follows the room");
+        }
+        let item = tokio::time::timeout(Duration::from_secs(5), outbound.recv()).await.expect("delivered");
+        let Some(Outbound::Run(run)) = item else { panic!("one run expected") };
+        assert_eq!(run.len(), 3);
+        feed.send(created(room, 4)).expect("the pump follows the room");
+        let item = tokio::time::timeout(Duration::from_secs(5), outbound.recv()).await.expect("delivered");
+        assert!(matches!(item, Some(Outbound::Text(_))), "a lone event goes as itself");
+    }
+
+    #[tokio::test]
+    async fn a_run_goes_one_by_one_where_a_connection_must_skip_or_hold_part_of_it() {
+        let (hub, room, _feed) = hub_with_room().await;
+        let (_live, mut live) = joined(&hub, room).await;
+        let (holding, mut held) = joined(&hub, room).await;
+        let feed = hub.feed(room).expect("followed");
+        post(&hub, room, 1);
+        assert_eq!(queued(&mut live), ["1"]);
+        assert_eq!(queued(&mut held), ["1"]);
+
+        // Seq 1 again (as after a gap read) with new ones: only the new ones go out.
+        hub.hold(room, holding.id);
+        hub.dispatch(room, &feed, &[created(room, 1), created(room, 2), created(room, 3)]);
+        assert_eq!(queued_items(&mut live), [["2"], ["3"]]);
+        assert!(queued(&mut held).is_empty(), "held while replies are awaited");
+        assert!(hub.release(room, holding.id));
+        assert_eq!(queued(&mut held), ["2", "3"]);
+
+        // A typing notice in the run: each frame on its own, the typist's own left out.
+        let user = UserRef { id: holding.user, username: Username::parse("typist").expect("name") };
+        hub.dispatch(room, &feed, &[created(room, 4), Event::Typing { room_id: room, user }]);
+        assert_eq!(queued_items(&mut live), [["4"], ["typing"]]);
+        assert_eq!(queued_items(&mut held), [["4"]]);
     }
 
     #[tokio::test]
