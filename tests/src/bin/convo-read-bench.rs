@@ -20,7 +20,7 @@
 use std::time::{Duration, Instant};
 
 use convo_tests::TestUser;
-use convo_tests::bench::{back_to_back, percentile_ms, register_all};
+use convo_tests::bench::{RawGet, percentile_ms, register_all};
 use convo_tests::process::{ServerProcess, Stack, own_cpu_time};
 use futures_util::future::join_all;
 
@@ -94,13 +94,39 @@ impl Row {
     }
 }
 
-/// Every user reads `path` back to back for `seconds`.
+/// Every user reads `path` back to back for `seconds`, each on a connection of its own read
+/// straight off TCP ([`RawGet`]); a failed connection counts one failure and is opened again.
 async fn reads(server: &ServerProcess, users: &[TestUser], path: &str, seconds: Duration) -> Row {
-    let app = &server.app;
+    let address = server.app.base_url.trim_start_matches("http://");
     let (server_before, own_before) = (server.cpu_time(), own_cpu_time());
     let started = Instant::now();
-    let (latencies, failed) =
-        back_to_back(users, started + seconds, |user: &TestUser, _| app.get(path, &user.token).send()).await;
+    let deadline = started + seconds;
+    let readers = users.iter().map(|user| async move {
+        let (mut latencies, mut failed) = (Vec::new(), 0);
+        let mut connection: Option<RawGet> = None;
+        while Instant::now() < deadline {
+            let sent = Instant::now();
+            let answer = match &mut connection {
+                Some(open) => open.get().await,
+                None => match RawGet::connect(address, path, &user.token).await {
+                    Ok(open) => connection.insert(open).get().await,
+                    Err(error) => Err(error),
+                },
+            };
+            match answer {
+                Ok(true) => latencies.push(sent.elapsed()),
+                Ok(false) => failed += 1,
+                Err(_) => {
+                    failed += 1;
+                    connection = None;
+                }
+            }
+        }
+        (latencies, failed)
+    });
+    let outcomes = join_all(readers).await;
+    let failed = outcomes.iter().map(|(_, failed)| failed).sum();
+    let latencies = outcomes.into_iter().flat_map(|(latencies, _)| latencies).collect();
     let span = started.elapsed();
     let server_cpu = server.cpu_time().saturating_sub(server_before);
     let generator_cpu = own_cpu_time().saturating_sub(own_before);
