@@ -63,14 +63,13 @@ pub struct EncodedJson<T> {
     schema: PhantomData<fn() -> T>,
 }
 
-impl<T: Serialize> EncodedJson<T> {
-    /// `value` encoded as its response body will be.
-    pub fn encode(value: &T) -> serde_json::Result<Self> {
-        Ok(Self { body: serde_json::to_vec(value)?.into(), schema: PhantomData })
-    }
-}
-
 impl<T> EncodedJson<T> {
+    /// A body encoded elsewhere, which must be `T`'s JSON (a history page spliced from its
+    /// messages' JSON, say).
+    pub fn from_encoded(body: Bytes) -> Self {
+        Self { body, schema: PhantomData }
+    }
+
     /// The encoded body.
     pub fn body(&self) -> &Bytes {
         &self.body

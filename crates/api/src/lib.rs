@@ -23,6 +23,7 @@ pub mod edge;
 pub mod field;
 pub mod health;
 pub mod json_body;
+pub mod message_json;
 pub mod messages;
 pub mod metrics;
 pub mod problem;

@@ -211,14 +211,10 @@ pub enum HistoryResponse {
     Ok(EncodedJson<MessagePage>),
 }
 
-/// The page as its response body, encoded once for all the readers a cache shares it with.
+/// The page as its response body, encoded once for all the readers a cache shares it with,
+/// from its messages' JSON, each made once ([`crate::message_json`]).
 fn encoded(page: &HistoryPage) -> domain::DomainResult<EncodedJson<MessagePage>> {
-    let encode = || {
-        EncodedJson::encode(&MessagePage {
-            messages: page.messages.iter().cloned().map(Into::into).collect(),
-            has_more: page.has_more,
-        })
-    };
+    let encode = || crate::message_json::page_body(page).map(EncodedJson::from_encoded);
     if let Some(Ok(kept)) = page.rendering.get_or_init(encode) {
         return Ok(kept.clone());
     }
