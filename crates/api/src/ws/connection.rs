@@ -70,7 +70,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 
 use super::Gateway;
-use super::hub::{ConnectionHandle, Outbound, close};
+use super::hub::{ConnectionHandle, InRuns, Outbound, close};
 use super::protocol::{ClientFrame, ServerFrame, deleted, member_json, message_json, parse, user_json};
 use crate::metrics::Metrics;
 
@@ -105,7 +105,8 @@ pub async fn run(socket: Socket, gateway: Gateway, grant: AccessGrant, user: Use
     let handle = ConnectionHandle::new(user.id, queue, close_now);
     let metrics = gateway.metrics.clone();
     metrics.ws_opened();
-    let writer = tokio::spawn(write_frames(sink, queue_rx, close_rx.clone(), metrics.clone()));
+    let writer =
+        tokio::spawn(write_frames(sink, queue_rx, handle.in_runs(), close_rx.clone(), metrics.clone()));
 
     let user_ref = UserRef::from(&user);
     // Followed from before `ready`, like the announcements below.
@@ -180,6 +181,7 @@ pub async fn run(socket: Socket, gateway: Gateway, grant: AccessGrant, user: Use
 async fn write_frames(
     mut sink: impl Sink<Message> + Unpin,
     mut queue: mpsc::Receiver<Outbound>,
+    in_runs: InRuns,
     mut close_now: watch::Receiver<Option<(u16, &'static str)>>,
     metrics: Arc<Metrics>,
 ) {
@@ -201,7 +203,7 @@ async fn write_frames(
         let written = tokio::select! {
             biased;
             Ok(()) = close_now.changed(), if watching => break *close_now.borrow(),
-            written = write_batch(&mut sink, &mut queue, first) => written,
+            written = write_batch(&mut sink, &mut queue, &in_runs, first) => written,
         };
         match written {
             Ok(None) => {}
@@ -224,11 +226,13 @@ async fn write_frames(
 async fn write_batch(
     sink: &mut (impl Sink<Message> + Unpin),
     queue: &mut mpsc::Receiver<Outbound>,
+    in_runs: &InRuns,
     first: Outbound,
 ) -> Result<Option<(u16, &'static str)>, ()> {
     let mut behind = queue.len();
     let mut outbound = first;
     loop {
+        in_runs.taken(&outbound);
         match outbound {
             // The hub's bytes themselves, shared with every other recipient.
             Outbound::Text(text) => sink.feed(Message::Text(text)).await.map_err(|_| ())?,
@@ -794,7 +798,7 @@ mod tests {
         let first = outbound.recv().await.expect("queued");
         let Outbound::Text(shared) = &first else { panic!("a text frame first") };
         let shared = shared.as_str().as_ptr();
-        assert_eq!(write_batch(&mut socket, &mut outbound, first).await, Ok(None));
+        assert_eq!(write_batch(&mut socket, &mut outbound, &InRuns::default(), first).await, Ok(None));
         assert_eq!(socket.flushes, [6], "one flush, after every frame of the batch");
         for message in &socket.fed[..5] {
             let Message::Text(sent) = message else { panic!("text expected, got {message:?}") };
@@ -812,7 +816,7 @@ mod tests {
 
         let mut socket = Recorded::default();
         let first = outbound.recv().await.expect("queued");
-        assert_eq!(write_batch(&mut socket, &mut outbound, first).await, Ok(None));
+        assert_eq!(write_batch(&mut socket, &mut outbound, &InRuns::default(), first).await, Ok(None));
         let texts: Vec<&str> = socket
             .fed
             .iter()
@@ -837,7 +841,7 @@ mod tests {
 
         let mut socket = Recorded { busy: Some((handle, frame)), ..Recorded::default() };
         let first = outbound.recv().await.expect("queued");
-        assert_eq!(write_batch(&mut socket, &mut outbound, first).await, Ok(None));
+        assert_eq!(write_batch(&mut socket, &mut outbound, &InRuns::default(), first).await, Ok(None));
         assert_eq!(socket.flushes, [3], "flushed after the three queued, not put off");
         assert_eq!(outbound.len(), 3, "what came meanwhile waits for the next batch");
     }
@@ -854,7 +858,7 @@ mod tests {
         assert!(handle.push(&frame));
 
         let mut socket = Recorded::default();
-        write_frames(&mut socket, outbound, closed, Arc::new(Metrics::default())).await;
+        write_frames(&mut socket, outbound, InRuns::default(), closed, Arc::new(Metrics::default())).await;
         assert_eq!(socket.fed.len(), 3, "{:?}", socket.fed);
         assert!(socket.fed[..2].iter().all(|message| matches!(message, Message::Text(_))));
         let Message::Close(Some(close)) = &socket.fed[2] else { panic!("a close, got {:?}", socket.fed[2]) };

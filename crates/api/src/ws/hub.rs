@@ -7,7 +7,7 @@
 //! never while holding it). No lock is held across an await, and no query runs per recipient.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,7 +59,23 @@ pub struct ConnectionHandle {
     pub id: u64,
     pub user: UserId,
     queue: mpsc::Sender<Outbound>,
+    in_runs: InRuns,
     close_now: Arc<watch::Sender<Option<(u16, &'static str)>>>,
+}
+
+/// The frames queued in runs beyond the first of each: a connection's queue is bounded in
+/// frames (`WS_OUTBOUND_QUEUE`, its capacity), and a run takes one slot whatever its length.
+/// The writer gives them back as it takes runs off the queue ([`InRuns::taken`]).
+#[derive(Debug, Clone, Default)]
+pub struct InRuns(Arc<AtomicUsize>);
+
+impl InRuns {
+    /// The writer took `outbound` off the queue.
+    pub fn taken(&self, outbound: &Outbound) {
+        if let Outbound::Run(run) = outbound {
+            self.0.fetch_sub(run.len() - 1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl ConnectionHandle {
@@ -69,36 +85,67 @@ impl ConnectionHandle {
         close_now: watch::Sender<Option<(u16, &'static str)>>,
     ) -> Self {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), user, queue, close_now: Arc::new(close_now) }
+        Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            user,
+            queue,
+            in_runs: InRuns::default(),
+            close_now: Arc::new(close_now),
+        }
+    }
+
+    /// What the connection's writer gives back the frames of runs through.
+    pub fn in_runs(&self) -> InRuns {
+        self.in_runs.clone()
+    }
+
+    /// The frames (and pings and closes) queued now.
+    fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity() + self.in_runs.0.load(Ordering::Relaxed)
     }
 
     /// Queues a frame; `false` when the connection is gone or just overflowed (and is being
     /// closed with 4008). Typing and presence frames are dropped first, once the queue is
     /// three quarters full.
     pub fn push(&self, frame: &Frame) -> bool {
-        if frame.droppable && self.queue.capacity() < self.queue.max_capacity() / 4 {
+        let queued = self.queued();
+        if frame.droppable && queued > self.queue.max_capacity() / 4 * 3 {
             return true;
+        }
+        if queued >= self.queue.max_capacity() {
+            return self.overflowed();
         }
         match self.queue.try_send(Outbound::Text(frame.text.clone())) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close_now(close::TOO_SLOW, "outbound queue overflowed");
-                false
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => self.overflowed(),
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
     /// Queues a run of frames as one item; `false` as for [`Self::push`].
     fn push_run(&self, run: &Arc<[Utf8Bytes]>) -> bool {
+        if self.queued() + run.len() > self.queue.max_capacity() {
+            return self.overflowed();
+        }
+        // Counted before it is queued, so that the writer never gives back more than was taken.
+        let beyond_first = run.len() - 1;
+        self.in_runs.0.fetch_add(beyond_first, Ordering::Relaxed);
         match self.queue.try_send(Outbound::Run(Arc::clone(run))) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close_now(close::TOO_SLOW, "outbound queue overflowed");
-                false
+            Err(error) => {
+                self.in_runs.0.fetch_sub(beyond_first, Ordering::Relaxed);
+                match error {
+                    mpsc::error::TrySendError::Full(_) => self.overflowed(),
+                    mpsc::error::TrySendError::Closed(_) => false,
+                }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Closes the connection as too slow; `false`.
+    fn overflowed(&self) -> bool {
+        self.close_now(close::TOO_SLOW, "outbound queue overflowed");
+        false
     }
 
     pub fn push_frame(&self, frame: &ServerFrame) -> bool {
@@ -696,6 +743,25 @@ mod tests {
         feed.send(created(room, 4)).expect("the pump follows the room");
         let item = tokio::time::timeout(Duration::from_secs(5), outbound.recv()).await.expect("delivered");
         assert!(matches!(item, Some(Outbound::Text(_))), "a lone event goes as itself");
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_frames_whether_they_come_alone_or_in_runs() {
+        let (queue, mut outbound) = mpsc::channel(8);
+        let (close_now, closed) = watch::channel(None);
+        let handle = ConnectionHandle::new(UserId::generate(), queue, close_now);
+        let in_runs = handle.in_runs();
+        let run: Arc<[Utf8Bytes]> = (0..5).map(|_| Utf8Bytes::from_static("{}")).collect();
+        assert!(handle.push_run(&run));
+        assert!(handle.push(&Frame::new(&ServerFrame::Pong { reference: None }, false)));
+        // Six frames queued in two slots: a run of five more would pass the bound of eight.
+        assert!(!handle.push_run(&run));
+        assert_eq!(closed.borrow().map(|(code, _)| code), Some(close::TOO_SLOW));
+
+        // Once the writer has taken the run, its frames are free again.
+        let taken = outbound.try_recv().expect("the run");
+        in_runs.taken(&taken);
+        assert_eq!(handle.queued(), 1);
     }
 
     #[tokio::test]
