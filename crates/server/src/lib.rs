@@ -26,6 +26,8 @@ pub use config::{Config, ConfigError, Environment};
 
 /// How long in-flight requests may run on after a shutdown signal.
 const GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// How long WebSockets may take after that to answer what is in flight and send their close.
+const SOCKETS_GRACE: Duration = Duration::from_secs(3);
 
 /// Why the server could not start, in one line.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +164,7 @@ pub async fn start(config: &Config, listen_for_signals: bool) -> Result<RunningS
         acceptor.local_addr().first().and_then(|local| local.as_socket_addr().copied()).unwrap_or(address);
 
     let (stop, stopped) = oneshot::channel::<()>();
+    let open_sockets = sockets.clone();
     let shutdown = async move {
         if listen_for_signals {
             tokio::select! {
@@ -175,11 +178,19 @@ pub async fn start(config: &Config, listen_for_signals: bool) -> Result<RunningS
         // WebSockets answer their in-flight frame, then close with 1001.
         sockets.trigger();
     };
-    let task = tokio::spawn(poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+    let serving = poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
         app,
         shutdown,
         Some(GRACE_PERIOD),
-    ));
+    );
+    let task = tokio::spawn(async move {
+        let served = serving.await;
+        // Upgraded connections are no longer poem's: let their close frames go out.
+        if tokio::time::timeout(SOCKETS_GRACE, open_sockets.sockets_closed()).await.is_err() {
+            tracing::warn!("WebSockets still open {SOCKETS_GRACE:?} after the shutdown; exiting anyway");
+        }
+        served
+    });
     Ok(RunningServer { address, stop: Some(stop), task })
 }
 

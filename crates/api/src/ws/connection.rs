@@ -69,9 +69,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 
-use super::Gateway;
 use super::hub::{ConnectionHandle, InRuns, Outbound, close};
 use super::protocol::{ClientFrame, ServerFrame, deleted, member_json, message_json, parse, user_json};
+use super::{Gateway, OpenSocket};
 use crate::metrics::Metrics;
 
 /// Invalid frames in a row before the connection is closed with 1008.
@@ -97,7 +97,8 @@ const ANSWER_GRACE: Duration = Duration::from_secs(10);
 pub type Socket = tokio_tungstenite::WebSocketStream<Upgraded>;
 
 /// Serves one upgraded connection, opened with `grant`, until it closes.
-pub async fn run(socket: Socket, gateway: Gateway, grant: AccessGrant, user: User) {
+/// `open` counts the socket as open until its last frame (the close) has been written.
+pub async fn run(socket: Socket, gateway: Gateway, grant: AccessGrant, user: User, open: OpenSocket) {
     let principal = grant.principal;
     let (sink, stream) = socket.split();
     let (queue, queue_rx) = mpsc::channel(gateway.outbound_queue);
@@ -162,6 +163,7 @@ pub async fn run(socket: Socket, gateway: Gateway, grant: AccessGrant, user: Use
     if tokio::time::timeout(WRITER_GRACE, &mut writer).await.is_err() {
         writer.abort();
     }
+    drop(open);
     // The closing handshake: keep the socket open briefly for the client's close reply, so that
     // a client still reading what was sent before the close is not cut off mid-way.
     let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {

@@ -27,21 +27,46 @@ pub use hub::Hub;
 pub const MAX_FRAME_BYTES: usize = 16 * 1024;
 
 /// Tells every connection that the server is shutting down (they close with 1001 once the
-/// replies to their sends, edits and deletes in flight are queued).
+/// replies to their sends, edits and deletes in flight are queued), and counts the sockets
+/// still open, so that the server can wait for their close frames before it exits: poem's
+/// graceful shutdown stops following a connection once it is upgraded.
 #[derive(Debug, Clone)]
-pub struct Shutdown(Arc<watch::Sender<bool>>);
+pub struct Shutdown {
+    signal: Arc<watch::Sender<bool>>,
+    open: Arc<watch::Sender<usize>>,
+}
 
 impl Shutdown {
     pub fn new() -> Self {
-        Self(Arc::new(watch::channel(false).0))
+        Self { signal: Arc::new(watch::channel(false).0), open: Arc::new(watch::channel(0).0) }
     }
 
     pub fn trigger(&self) {
-        self.0.send_replace(true);
+        self.signal.send_replace(true);
+    }
+
+    /// Resolves once no socket is open (at once if none is).
+    pub async fn sockets_closed(&self) {
+        let _ = self.open.subscribe().wait_for(|open| *open == 0).await;
     }
 
     fn subscribe(&self) -> watch::Receiver<bool> {
-        self.0.subscribe()
+        self.signal.subscribe()
+    }
+
+    /// Counts a socket as open until the guard is dropped.
+    fn socket_opened(&self) -> OpenSocket {
+        self.open.send_modify(|open| *open += 1);
+        OpenSocket(Arc::clone(&self.open))
+    }
+}
+
+/// A socket counted as open by [`Shutdown`].
+pub struct OpenSocket(Arc<watch::Sender<usize>>);
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.send_modify(|open| *open -= 1);
     }
 }
 
@@ -62,6 +87,7 @@ pub struct Gateway {
     pub outbound_queue: usize,
     pub metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
+    sockets: Shutdown,
 }
 
 impl Gateway {
@@ -84,6 +110,7 @@ impl Gateway {
             outbound_queue: outbound_queue.max(1),
             metrics,
             shutdown: shutdown.subscribe(),
+            sockets: shutdown.clone(),
         }
     }
 }
@@ -146,6 +173,7 @@ pub async fn endpoint(
     .map_err(ApiError::from)?;
     let user = gateway.auth.me(&grant.principal).await.map_err(ApiError::from)?;
     let gateway = gateway.clone();
+    let open = gateway.sockets.socket_opened();
     // Runs once the 101 below has gone out and hyper hands over the connection.
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -156,7 +184,7 @@ pub async fn endpoint(
             }
         };
         let socket = WebSocketStream::from_raw_socket(upgraded, Role::Server, Some(socket_config())).await;
-        connection::run(socket, gateway, grant, user).await;
+        connection::run(socket, gateway, grant, user, open).await;
     });
     Ok(upgrade.accept())
 }
@@ -179,5 +207,28 @@ impl<'a> Credentials<'a> {
             (None, Some(ticket)) => Ok(Self::Ticket(ticket)),
             (None, None) => Err(DomainError::Unauthenticated.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Shutdown;
+
+    #[tokio::test]
+    async fn shutdown_waits_for_the_sockets_still_open() {
+        let shutdown = Shutdown::new();
+        shutdown.sockets_closed().await;
+        let (first, second) = (shutdown.socket_opened(), shutdown.socket_opened());
+        let waiting = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { shutdown.sockets_closed().await }
+        });
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "one socket is still open");
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("resolved").expect("joined");
     }
 }
