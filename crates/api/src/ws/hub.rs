@@ -108,32 +108,34 @@ impl ConnectionHandle {
     /// closed with 4008). Typing and presence frames are dropped first, once the queue is
     /// three quarters full.
     pub fn push(&self, frame: &Frame) -> bool {
-        let queued = self.queued();
-        if frame.droppable && queued > self.queue.max_capacity() / 4 * 3 {
+        if frame.droppable && self.queued() > self.queue.max_capacity() / 4 * 3 {
             return true;
         }
-        if queued >= self.queue.max_capacity() {
-            return self.overflowed();
-        }
-        match self.queue.try_send(Outbound::Text(frame.text.clone())) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => self.overflowed(),
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
+        self.enqueue(Outbound::Text(frame.text.clone()), 1)
     }
 
     /// Queues a run of frames as one item; `false` as for [`Self::push`].
     fn push_run(&self, run: &Arc<[Utf8Bytes]>) -> bool {
-        if self.queued() + run.len() > self.queue.max_capacity() {
+        self.enqueue(Outbound::Run(Arc::clone(run)), run.len())
+    }
+
+    /// Queues an item of `frames` frames unless that would pass the bound; `false` as for
+    /// [`Self::push`].
+    fn enqueue(&self, outbound: Outbound, frames: usize) -> bool {
+        if self.queued() + frames > self.queue.max_capacity() {
             return self.overflowed();
         }
         // Counted before it is queued, so that the writer never gives back more than was taken.
-        let beyond_first = run.len() - 1;
-        self.in_runs.0.fetch_add(beyond_first, Ordering::Relaxed);
-        match self.queue.try_send(Outbound::Run(Arc::clone(run))) {
+        let beyond_first = frames - 1;
+        if beyond_first > 0 {
+            self.in_runs.0.fetch_add(beyond_first, Ordering::Relaxed);
+        }
+        match self.queue.try_send(outbound) {
             Ok(()) => true,
             Err(error) => {
-                self.in_runs.0.fetch_sub(beyond_first, Ordering::Relaxed);
+                if beyond_first > 0 {
+                    self.in_runs.0.fetch_sub(beyond_first, Ordering::Relaxed);
+                }
                 match error {
                     mpsc::error::TrySendError::Full(_) => self.overflowed(),
                     mpsc::error::TrySendError::Closed(_) => false,
