@@ -89,6 +89,12 @@ impl WsClient {
         self.stream.send(message).await.expect("send");
     }
 
+    /// The next frame of any kind; fails if the connection ends or after [`FRAME_TIMEOUT`].
+    pub async fn recv_message(&mut self) -> Message {
+        let next = tokio::time::timeout(FRAME_TIMEOUT, self.stream.next()).await.expect("a frame in time");
+        next.expect("the connection is open").expect("a valid frame")
+    }
+
     /// The next text frame, as JSON; fails on a close or after [`FRAME_TIMEOUT`].
     pub async fn recv(&mut self) -> Value {
         loop {

@@ -13,6 +13,8 @@ use convo_tests::{Backend, TestApp, expect_problem, expect_status, spawn_app_wit
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 fn seq(frame: &Value) -> i64 {
     frame["message"]["seq"].as_i64().unwrap()
@@ -661,6 +663,20 @@ async fn a_client_silent_for_60_seconds_is_closed(app: TestApp) {
     assert!(started.elapsed() >= Duration::from_secs(55), "closed after {:?}", started.elapsed());
 }
 
+async fn a_clients_ping_is_answered_with_its_payload_and_its_close_with_its_code(app: TestApp) {
+    let user = app.register("pinger").await;
+    let mut client = WsClient::connect(&app, &user.token).await;
+    client.send_raw(Message::Ping("are you there".into())).await;
+    assert_eq!(client.recv_message().await, Message::Pong("are you there".into()));
+
+    let close = CloseFrame { code: CloseCode::Away, reason: "bye".into() };
+    client.send_raw(Message::Close(Some(close))).await;
+    let Message::Close(Some(answer)) = client.recv_message().await else { panic!("a close answer") };
+    assert_eq!(answer.code, CloseCode::Away, "the client's own code");
+    let metrics = app.request(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains(r#"convo_ws_closes_total{code="1001"}"#), "not a close of the server's");
+}
+
 /// Every test runs twice: on one instance with the in-process adapters (SQLite), and on one
 /// instance with the Redis adapters (PostgreSQL and Redis).
 macro_rules! on_both_deployments {
@@ -712,4 +728,5 @@ on_both_deployments! {
     a_session_in_use_over_its_socket_stays_alive: [("SESSION_TTL", "2")];
     a_socket_closes_with_4001_at_its_tokens_expiry_whether_opened_by_token_or_ticket: [];
     a_client_silent_for_60_seconds_is_closed: [];
+    a_clients_ping_is_answered_with_its_payload_and_its_close_with_its_code: [];
 }

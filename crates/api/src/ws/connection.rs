@@ -52,25 +52,28 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes, BytesMut};
 use convo_domain::{
     AccessGrant, ClientMessageId, DomainError, DomainResult, Event, MessageContent, MessageId,
     MessageService, Principal, RoomId, RoomRef, SessionEnd, SessionFollow, Topic, User, UserId, UserRef,
     ValidationError,
 };
-use futures_util::stream::{FuturesOrdered, SplitStream};
-use futures_util::{FutureExt, Sink, SinkExt, StreamExt};
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
 use poem::Upgraded;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, interval_at, sleep_until};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as SocketError};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Bytes, Message, Utf8Bytes};
 
-use super::hub::{ConnectionHandle, InRuns, Outbound, close};
+use super::hub::{Closing, ConnectionHandle, InRuns, Outbound, close};
 use super::protocol::{ClientFrame, ServerFrame, deleted, member_json, message_json, parse, user_json};
+use super::wire::Wire;
 use super::{Gateway, OpenSocket};
 use crate::metrics::Metrics;
 
@@ -92,15 +95,59 @@ pub const MAX_IN_FLIGHT: usize = 256;
 /// the replies to its sends, edits and deletes in flight before it closes.
 const ANSWER_GRACE: Duration = Duration::from_secs(10);
 
-/// An upgraded connection, spoken to with tungstenite's messages, whose text frames share
-/// their bytes by reference count.
-pub type Socket = tokio_tungstenite::WebSocketStream<Upgraded>;
+/// Frames from one write's worth of queued items go out in one socket write.
+const BATCH_BYTES: usize = 64 * 1024;
 
-/// Serves one upgraded connection, opened with `grant`, until it closes.
+/// The reading side of an upgraded connection, read with tungstenite.
+pub type Socket = tokio_tungstenite::WebSocketStream<Inbound>;
+
+/// The read half of an upgraded connection, as tungstenite reads it. Every byte the server
+/// sends is written by the connection's writer, from frames made once ([`Wire`]), pongs and
+/// the answer to a client's close included, so what tungstenite would write is dropped here.
+pub struct Inbound(pub ReadHalf<Upgraded>);
+
+impl std::fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbound").finish_non_exhaustive()
+    }
+}
+
+impl AsyncRead for Inbound {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Inbound {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Serves one upgraded connection, opened with `grant`, until it closes: `stream` reads its
+/// frames, and `sink` is the socket the writer writes to.
 /// `open` counts the socket as open until its last frame (the close) has been written.
-pub async fn run(socket: Socket, gateway: Gateway, grant: AccessGrant, user: User, open: OpenSocket) {
+pub async fn run(
+    stream: Socket,
+    sink: WriteHalf<Upgraded>,
+    gateway: Gateway,
+    grant: AccessGrant,
+    user: User,
+    open: OpenSocket,
+) {
     let principal = grant.principal;
-    let (sink, stream) = socket.split();
     let (queue, queue_rx) = mpsc::channel(gateway.outbound_queue);
     let (close_now, close_rx) = watch::channel(None);
     let handle = ConnectionHandle::new(user.id, queue, close_now);
@@ -177,16 +224,19 @@ pub async fn run(socket: Socket, gateway: Gateway, grant: AccessGrant, user: Use
     metrics.ws_ended();
 }
 
-/// Writes queued frames, batching what is already queued into one flush, until a close. A
-/// close asked for while a write is stuck (a client that stopped reading) interrupts the write:
-/// the close frame goes out as soon as the client reads again.
+/// Writes queued frames, batching what is already queued into one write, until a close. A
+/// close asked for while a write is stuck (a client that stopped reading) interrupts the write;
+/// the rest of the batch is kept, so that the close frame follows whole frames, and goes out
+/// once the client reads again.
 async fn write_frames(
-    mut sink: impl Sink<Message> + Unpin,
+    mut sink: impl AsyncWrite + Unpin,
     mut queue: mpsc::Receiver<Outbound>,
     in_runs: InRuns,
-    mut close_now: watch::Receiver<Option<(u16, &'static str)>>,
+    mut close_now: watch::Receiver<Option<Closing>>,
     metrics: Arc<Metrics>,
 ) {
+    // What is left to write of the batch being written.
+    let mut unwritten = Bytes::new();
     // Once every handle is gone the watch has no sender: stop watching it and drain the queue.
     let mut watching = true;
     let close = loop {
@@ -205,48 +255,59 @@ async fn write_frames(
         let written = tokio::select! {
             biased;
             Ok(()) = close_now.changed(), if watching => break *close_now.borrow(),
-            written = write_batch(&mut sink, &mut queue, &in_runs, first) => written,
+            written = write_batch(&mut sink, &mut queue, &in_runs, first, &mut unwritten) => written,
         };
         match written {
             Ok(None) => {}
             Ok(Some(close)) => break Some(close),
-            Err(()) => return,
+            Err(_) => return,
         }
     };
-    if let Some((code, reason)) = close {
-        metrics.ws_closed(code);
-        let frame = CloseFrame { code: CloseCode::from(code), reason: Utf8Bytes::from_static(reason) };
-        let _ = sink.send(Message::Close(Some(frame))).await;
+    let mut last = match close {
+        Some(Closing::Ours(code, reason)) => {
+            metrics.ws_closed(code);
+            Wire::close(Some(code), reason).bytes().clone()
+        }
+        Some(Closing::Answer(code)) => Wire::close(code, "").bytes().clone(),
+        None => Bytes::new(),
+    };
+    if write_out(&mut sink, &mut unwritten).await.is_ok() {
+        let _ = write_out(&mut sink, &mut last).await;
     }
-    let _ = sink.close().await;
 }
 
-/// Writes `first` and the frames queued behind it when the batch began, then flushes once;
-/// returns a queued close (whose sending flushes what was fed before it). Each frame is fed to
-/// the socket's write buffer, which goes out a few KiB per write (see `socket_config`). Frames
-/// queued meanwhile wait for the next batch, so a busy room cannot put the flush off.
+/// Gathers `first` and the items queued behind it when the batch began (up to [`BATCH_BYTES`])
+/// into `unwritten` and writes them in one write, then flushes; returns a queued close, once
+/// what was queued before it is written. A lone item is written from the hub's bytes
+/// themselves, shared with every other recipient; several are copied together first, since
+/// one system call costs more than the copy. Items queued meanwhile wait for the next batch, so
+/// a busy room cannot put the write off.
 async fn write_batch(
-    sink: &mut (impl Sink<Message> + Unpin),
+    sink: &mut (impl AsyncWrite + Unpin),
     queue: &mut mpsc::Receiver<Outbound>,
     in_runs: &InRuns,
     first: Outbound,
-) -> Result<Option<(u16, &'static str)>, ()> {
+    unwritten: &mut Bytes,
+) -> std::io::Result<Option<Closing>> {
     let mut behind = queue.len();
     let mut outbound = first;
+    let mut parts: Vec<Bytes> = Vec::new();
+    let mut size = 0;
+    let mut closing = None;
     loop {
         in_runs.taken(&outbound);
-        match outbound {
-            // The hub's bytes themselves, shared with every other recipient.
-            Outbound::Text(text) => sink.feed(Message::Text(text)).await.map_err(|_| ())?,
-            Outbound::Run(run) => {
-                for text in run.iter() {
-                    sink.feed(Message::Text(text.clone())).await.map_err(|_| ())?;
-                }
+        let part = match outbound {
+            Outbound::Frames(wire) => wire.bytes().clone(),
+            Outbound::Ping => Wire::ping().bytes().clone(),
+            Outbound::Pong(payload) => Wire::pong(payload).bytes().clone(),
+            Outbound::Close(code, reason) => {
+                closing = Some(Closing::Ours(code, reason));
+                break;
             }
-            Outbound::Ping => sink.feed(Message::Ping(Bytes::new())).await.map_err(|_| ())?,
-            Outbound::Close(code, reason) => return Ok(Some((code, reason))),
-        }
-        if behind == 0 {
+        };
+        size += part.len();
+        parts.push(part);
+        if behind == 0 || size >= BATCH_BYTES {
             break;
         }
         behind -= 1;
@@ -255,8 +316,32 @@ async fn write_batch(
             Err(_) => break,
         }
     }
-    sink.flush().await.map_err(|_| ())?;
-    Ok(None)
+    *unwritten = match parts.len() {
+        0 => Bytes::new(),
+        1 => parts.swap_remove(0),
+        _ => {
+            let mut together = BytesMut::with_capacity(size);
+            for part in &parts {
+                together.extend_from_slice(part);
+            }
+            together.freeze()
+        }
+    };
+    write_out(sink, unwritten).await?;
+    Ok(closing)
+}
+
+/// Writes `bytes` and flushes, taking off what each write took: if this is cancelled, what is
+/// left of them is still in `bytes`.
+async fn write_out(sink: &mut (impl AsyncWrite + Unpin), bytes: &mut Bytes) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        let written = sink.write(bytes).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        bytes.advance(written);
+    }
+    sink.flush().await
 }
 
 struct Connection {
@@ -341,8 +426,8 @@ enum Ending {
 impl Connection {
     async fn read_frames(
         &mut self,
-        stream: &mut SplitStream<Socket>,
-        closed: &mut watch::Receiver<Option<(u16, &'static str)>>,
+        stream: &mut Socket,
+        closed: &mut watch::Receiver<Option<Closing>>,
         mut user_events: Option<convo_domain::Subscription>,
     ) -> Ending {
         let mut shutdown = self.gateway.shutdown.clone();
@@ -398,9 +483,23 @@ impl Connection {
                         }
                     }
                     Some(Ok(Message::Binary(_))) => return Ending::Close(close::POLICY, "frames must be JSON text"),
-                    // Pings are answered by tungstenite itself; a raw frame is never read.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => last_heard = Instant::now(),
-                    Some(Ok(Message::Close(_))) | None => return Ending::Gone,
+                    Some(Ok(Message::Ping(payload))) => {
+                        last_heard = Instant::now();
+                        self.handle.pong(payload);
+                    }
+                    // A raw frame is never read.
+                    Some(Ok(Message::Pong(_) | Message::Frame(_))) => last_heard = Instant::now(),
+                    Some(Ok(Message::Close(frame))) => {
+                        // Answered with the client's code; one that may not be sent is a
+                        // protocol error.
+                        let code = frame.map(|frame| match frame.code.is_allowed() {
+                            true => u16::from(frame.code),
+                            false => u16::from(CloseCode::Protocol),
+                        });
+                        self.handle.answer_close(code);
+                        return Ending::Gone;
+                    }
+                    None => return Ending::Gone,
                     Some(Err(SocketError::Capacity(CapacityError::MessageTooLong { .. }))) => {
                         // A frame, or a message in fragments, over the limit.
                         self.handle.close_now(close::TOO_BIG, "frame over 16 KiB");
@@ -414,7 +513,7 @@ impl Connection {
 
     /// Queues the replies still in flight, in order, for at most [`ANSWER_GRACE`] and not past
     /// the token's expiry; stops early if the connection is cut meanwhile.
-    async fn answer_in_flight(&mut self, closed: &mut watch::Receiver<Option<(u16, &'static str)>>) {
+    async fn answer_in_flight(&mut self, closed: &mut watch::Receiver<Option<Closing>>) {
         let deadline = (Instant::now() + ANSWER_GRACE).min(self.session.expires());
         loop {
             tokio::select! {
@@ -742,129 +841,218 @@ async fn next_event(
 
 #[cfg(test)]
 mod tests {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
     use super::*;
     use crate::ws::hub::Frame;
+    use crate::ws::wire::{self, texts};
 
-    /// A socket that records what it is given and each flush.
+    /// A socket that records what is written to it, each write and each flush.
     #[derive(Default)]
     struct Recorded {
-        fed: Vec<Message>,
-        /// How many messages had been fed at each flush.
+        written: Vec<u8>,
+        /// Where each write's bytes were.
+        writes: Vec<*const u8>,
+        /// How many frames had been written at each flush.
         flushes: Vec<usize>,
-        /// A frame pushed here with each one fed: a room that keeps the queue busy.
+        /// A frame pushed here with each write: a room that keeps the queue busy.
         busy: Option<(ConnectionHandle, Frame)>,
     }
 
-    impl Sink<Message> for Recorded {
-        type Error = ();
-
-        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
-            Poll::Ready(Ok(()))
+    impl Recorded {
+        fn frames(&self) -> Vec<(OpCode, Vec<u8>)> {
+            wire::parse(&self.written)
         }
+    }
 
-        fn start_send(self: Pin<&mut Self>, message: Message) -> Result<(), ()> {
+    impl AsyncWrite for Recorded {
+        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
             let this = self.get_mut();
-            this.fed.push(message);
+            this.written.extend_from_slice(buf);
+            this.writes.push(buf.as_ptr());
             if let Some((handle, frame)) = &this.busy {
                 assert!(handle.push(frame));
             }
-            Ok(())
+            Poll::Ready(Ok(buf.len()))
         }
 
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             let this = self.get_mut();
-            this.flushes.push(this.fed.len());
+            this.flushes.push(wire::parse(&this.written).len());
             Poll::Ready(Ok(()))
         }
 
-        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             Poll::Ready(Ok(()))
         }
     }
 
+    fn handle(
+        capacity: usize,
+    ) -> (ConnectionHandle, mpsc::Receiver<Outbound>, watch::Receiver<Option<Closing>>) {
+        let (queue, outbound) = mpsc::channel(capacity);
+        let (close_now, closed) = watch::channel(None);
+        (ConnectionHandle::new(UserId::generate(), queue, close_now), outbound, closed)
+    }
+
+    fn pong_frame() -> Frame {
+        Frame::new(&ServerFrame::Pong { reference: None }, false)
+    }
+
     #[tokio::test]
-    async fn a_batch_sends_the_shared_bytes_of_every_queued_frame_then_flushes_once() {
-        let (queue, mut outbound) = mpsc::channel(16);
-        let (close_now, _) = watch::channel(None);
-        let handle = ConnectionHandle::new(UserId::generate(), queue, close_now);
-        let frame = Frame::new(&ServerFrame::Pong { reference: None }, false);
+    async fn a_batch_goes_out_in_one_write_then_one_flush() {
+        let (handle, mut outbound, _) = handle(16);
         for _ in 0..5 {
-            assert!(handle.push(&frame));
+            assert!(handle.push(&pong_frame()));
         }
         handle.ping();
+        handle.pong(Bytes::from_static(b"hello"));
 
         let mut socket = Recorded::default();
         let first = outbound.recv().await.expect("queued");
-        let Outbound::Text(shared) = &first else { panic!("a text frame first") };
-        let shared = shared.as_str().as_ptr();
-        assert_eq!(write_batch(&mut socket, &mut outbound, &InRuns::default(), first).await, Ok(None));
-        assert_eq!(socket.flushes, [6], "one flush, after every frame of the batch");
-        for message in &socket.fed[..5] {
-            let Message::Text(sent) = message else { panic!("text expected, got {message:?}") };
-            assert_eq!(sent.as_str().as_ptr(), shared, "the hub's bytes, not a copy");
-        }
-        assert!(matches!(socket.fed[5], Message::Ping(_)));
+        assert_eq!(
+            write_batch(&mut socket, &mut outbound, &InRuns::default(), first, &mut Bytes::new()).await.ok(),
+            Some(None)
+        );
+        assert_eq!(socket.writes.len(), 1, "one write");
+        assert_eq!(socket.flushes, [7], "one flush, after every frame of the batch");
+        let frames = socket.frames();
+        assert!(frames[..5].iter().all(|(opcode, _)| *opcode == OpCode::Data(Data::Text)));
+        assert_eq!(frames[5], (OpCode::Control(Control::Ping), vec![]));
+        assert_eq!(frames[6], (OpCode::Control(Control::Pong), b"hello".to_vec()));
     }
 
     #[tokio::test]
-    async fn a_run_goes_out_frame_by_frame_in_order_with_the_batch() {
+    async fn a_lone_item_is_written_from_the_bytes_every_recipient_shares() {
         let (queue, mut outbound) = mpsc::channel(16);
-        let frames: Arc<[Utf8Bytes]> = ["a", "b", "c"].map(Utf8Bytes::from_static).into();
-        queue.try_send(Outbound::Run(Arc::clone(&frames))).expect("queued");
-        queue.try_send(Outbound::Text(Utf8Bytes::from_static("d"))).expect("queued");
+        let run = Wire::run(&[Wire::text("a"), Wire::text("b")]);
+        queue.try_send(Outbound::Frames(run.clone())).expect("queued");
 
         let mut socket = Recorded::default();
         let first = outbound.recv().await.expect("queued");
-        assert_eq!(write_batch(&mut socket, &mut outbound, &InRuns::default(), first).await, Ok(None));
-        let texts: Vec<&str> = socket
-            .fed
-            .iter()
-            .map(|message| match message {
-                Message::Text(text) => text.as_str(),
-                other => panic!("text expected, got {other:?}"),
-            })
-            .collect();
-        assert_eq!(texts, ["a", "b", "c", "d"]);
+        assert_eq!(
+            write_batch(&mut socket, &mut outbound, &InRuns::default(), first, &mut Bytes::new()).await.ok(),
+            Some(None)
+        );
+        assert_eq!(socket.writes, [run.bytes().as_ptr()], "the shared bytes, not a copy");
+        assert_eq!(texts(&socket.written), ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn a_run_goes_out_in_order_with_the_rest_of_the_batch() {
+        let (queue, mut outbound) = mpsc::channel(16);
+        let run = Wire::run(&[Wire::text("a"), Wire::text("b"), Wire::text("c")]);
+        queue.try_send(Outbound::Frames(run)).expect("queued");
+        queue.try_send(Outbound::Frames(Wire::text("d"))).expect("queued");
+
+        let mut socket = Recorded::default();
+        let first = outbound.recv().await.expect("queued");
+        assert_eq!(
+            write_batch(&mut socket, &mut outbound, &InRuns::default(), first, &mut Bytes::new()).await.ok(),
+            Some(None)
+        );
+        assert_eq!(texts(&socket.written), ["a", "b", "c", "d"]);
         assert_eq!(socket.flushes, [4], "one flush for the run and what followed it");
     }
 
     #[tokio::test]
     async fn a_batch_ends_with_what_was_queued_when_it_began_however_busy_the_room() {
-        let (queue, mut outbound) = mpsc::channel(64);
-        let (close_now, _) = watch::channel(None);
-        let handle = ConnectionHandle::new(UserId::generate(), queue, close_now);
-        let frame = Frame::new(&ServerFrame::Pong { reference: None }, false);
+        let (handle, mut outbound, _) = handle(64);
         for _ in 0..3 {
-            assert!(handle.push(&frame));
+            assert!(handle.push(&pong_frame()));
         }
 
-        let mut socket = Recorded { busy: Some((handle, frame)), ..Recorded::default() };
+        let mut socket = Recorded { busy: Some((handle, pong_frame())), ..Recorded::default() };
         let first = outbound.recv().await.expect("queued");
-        assert_eq!(write_batch(&mut socket, &mut outbound, &InRuns::default(), first).await, Ok(None));
+        assert_eq!(
+            write_batch(&mut socket, &mut outbound, &InRuns::default(), first, &mut Bytes::new()).await.ok(),
+            Some(None)
+        );
         assert_eq!(socket.flushes, [3], "flushed after the three queued, not put off");
-        assert_eq!(outbound.len(), 3, "what came meanwhile waits for the next batch");
+        assert_eq!(outbound.len(), 1, "what came meanwhile waits for the next batch");
+    }
+
+    #[tokio::test]
+    async fn a_batch_stops_gathering_at_its_byte_bound() {
+        let (queue, mut outbound) = mpsc::channel(16);
+        let big = Wire::text(&"x".repeat(BATCH_BYTES / 2));
+        for _ in 0..3 {
+            queue.try_send(Outbound::Frames(big.clone())).expect("queued");
+        }
+
+        let mut socket = Recorded::default();
+        let first = outbound.recv().await.expect("queued");
+        assert_eq!(
+            write_batch(&mut socket, &mut outbound, &InRuns::default(), first, &mut Bytes::new()).await.ok(),
+            Some(None)
+        );
+        assert_eq!(socket.flushes, [2], "two halves reach the bound");
+        assert_eq!(outbound.len(), 1, "the third waits for the next batch");
     }
 
     #[tokio::test]
     async fn a_queued_close_goes_out_after_the_frames_before_it_and_nothing_after() {
-        let (queue, outbound) = mpsc::channel(16);
-        let (close_now, closed) = watch::channel(None);
-        let handle = ConnectionHandle::new(UserId::generate(), queue, close_now);
-        let frame = Frame::new(&ServerFrame::Pong { reference: None }, false);
-        assert!(handle.push(&frame));
-        assert!(handle.push(&frame));
+        let (handle, outbound, closed) = handle(16);
+        assert!(handle.push(&pong_frame()));
+        assert!(handle.push(&pong_frame()));
         handle.close_after_queue(close::SESSION_ENDED, "session ended");
-        assert!(handle.push(&frame));
+        assert!(handle.push(&pong_frame()));
 
         let mut socket = Recorded::default();
-        write_frames(&mut socket, outbound, InRuns::default(), closed, Arc::new(Metrics::default())).await;
-        assert_eq!(socket.fed.len(), 3, "{:?}", socket.fed);
-        assert!(socket.fed[..2].iter().all(|message| matches!(message, Message::Text(_))));
-        let Message::Close(Some(close)) = &socket.fed[2] else { panic!("a close, got {:?}", socket.fed[2]) };
-        assert_eq!((u16::from(close.code), close.reason.as_str()), (close::SESSION_ENDED, "session ended"));
+        let metrics = Arc::new(Metrics::default());
+        write_frames(&mut socket, outbound, InRuns::default(), closed, Arc::clone(&metrics)).await;
+        let frames = socket.frames();
+        assert_eq!(frames.len(), 3, "{frames:?}");
+        assert!(frames[..2].iter().all(|(opcode, _)| *opcode == OpCode::Data(Data::Text)));
+        let mut close = close::SESSION_ENDED.to_be_bytes().to_vec();
+        close.extend_from_slice(b"session ended");
+        assert_eq!(frames[2], (OpCode::Control(Control::Close), close));
         assert_eq!(socket.flushes.last(), Some(&3), "flushed with the close");
+        assert!(metrics.render().contains(r#"ws_closes_total{code="4001"} 1"#), "counted as ours");
+    }
+
+    #[tokio::test]
+    async fn a_clients_close_is_answered_at_once_with_its_code_and_not_counted_as_ours() {
+        let (handle, outbound, closed) = handle(16);
+        assert!(handle.push(&pong_frame()));
+        handle.answer_close(Some(1000));
+        // Even a close of ours asked for later is not sent: the connection is closing.
+        handle.close_now(close::GOING_AWAY, "server shutting down");
+
+        let mut socket = Recorded::default();
+        let metrics = Arc::new(Metrics::default());
+        write_frames(&mut socket, outbound, InRuns::default(), closed, Arc::clone(&metrics)).await;
+        assert_eq!(socket.frames(), [(OpCode::Control(Control::Close), 1000u16.to_be_bytes().to_vec())]);
+        assert!(!metrics.render().contains("ws_closes_total{"), "{}", metrics.render());
+    }
+
+    #[tokio::test]
+    async fn a_close_that_interrupts_a_stuck_write_follows_the_rest_of_the_frame_being_written() {
+        let (queue, outbound) = mpsc::channel(16);
+        let (close_now, closed) = watch::channel(None);
+        let handle = ConnectionHandle::new(UserId::generate(), queue.clone(), close_now);
+        let text = "x".repeat(1000);
+        queue.try_send(Outbound::Frames(Wire::text(&text))).expect("queued");
+        // A client that reads nothing yet: the socket takes 64 bytes, then the write is stuck.
+        let (server, mut client) = tokio::io::duplex(64);
+        let writer = tokio::spawn(write_frames(
+            server,
+            outbound,
+            InRuns::default(),
+            closed,
+            Arc::new(Metrics::default()),
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!writer.is_finished(), "stuck in the write");
+        handle.close_now(close::TOO_SLOW, "outbound queue overflowed");
+
+        let mut received = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut client, &mut received).await.expect("read");
+        let frames = wire::parse(&received);
+        assert_eq!(frames.len(), 2, "the frame whole, then the close");
+        assert_eq!(frames[0], (OpCode::Data(Data::Text), text.into_bytes()));
+        assert_eq!(frames[1].0, OpCode::Control(Control::Close));
+        assert_eq!(frames[1].1[..2], close::TOO_SLOW.to_be_bytes());
+        writer.await.expect("the writer ends");
     }
 }

@@ -11,14 +11,15 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use convo_domain::{DomainResult, Event, LiveService, Message, Resume, RoomId, RoomStream, UserId, lock};
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::protocol::{ServerFrame, deleted, message_json, user_ref_json};
+use super::wire::Wire;
 
 /// Frames held for a connection while it replays or awaits its own acks; past this it is
 /// treated as too slow. A connection's held frames are those of its room that arrived since its
@@ -34,14 +35,24 @@ const DISPATCH_RUN: usize = 64;
 /// What goes down a connection's outbound queue.
 #[derive(Debug, Clone)]
 pub enum Outbound {
-    /// Shared by reference count: every recipient sends the same bytes.
-    Text(Utf8Bytes),
-    /// Several frames in order, the same run for every recipient: a busy room's events that
-    /// were ready together cost each connection one queue slot and one wake-up.
-    Run(Arc<[Utf8Bytes]>),
+    /// Framed once and shared by reference count: every recipient writes the same bytes. A run
+    /// of several frames is one item: a busy room's events that were ready together cost each
+    /// connection one queue slot, one wake-up and one copy.
+    Frames(Wire),
     Ping,
+    /// The answer to a client's ping, with its payload.
+    Pong(Bytes),
     /// Close after everything queued before it.
     Close(u16, &'static str),
+}
+
+/// Why a connection's writer stops, at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// The server closes with this code and reason.
+    Ours(u16, &'static str),
+    /// The client closed (with this code, if it gave one): the server answers with the same.
+    Answer(Option<u16>),
 }
 
 /// The close codes of the contract.
@@ -60,7 +71,7 @@ pub struct ConnectionHandle {
     pub user: UserId,
     queue: mpsc::Sender<Outbound>,
     in_runs: InRuns,
-    close_now: Arc<watch::Sender<Option<(u16, &'static str)>>>,
+    close_now: Arc<watch::Sender<Option<Closing>>>,
 }
 
 /// The frames queued in runs beyond the first of each: a connection's queue is bounded in
@@ -72,8 +83,10 @@ pub struct InRuns(Arc<AtomicUsize>);
 impl InRuns {
     /// The writer took `outbound` off the queue.
     pub fn taken(&self, outbound: &Outbound) {
-        if let Outbound::Run(run) = outbound {
-            self.0.fetch_sub(run.len() - 1, Ordering::Relaxed);
+        if let Outbound::Frames(wire) = outbound
+            && wire.frames() > 1
+        {
+            self.0.fetch_sub(wire.frames() - 1, Ordering::Relaxed);
         }
     }
 }
@@ -82,7 +95,7 @@ impl ConnectionHandle {
     pub fn new(
         user: UserId,
         queue: mpsc::Sender<Outbound>,
-        close_now: watch::Sender<Option<(u16, &'static str)>>,
+        close_now: watch::Sender<Option<Closing>>,
     ) -> Self {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Self {
@@ -111,12 +124,12 @@ impl ConnectionHandle {
         if frame.droppable && self.queued() > self.queue.max_capacity() / 4 * 3 {
             return true;
         }
-        self.enqueue(Outbound::Text(frame.text.clone()), 1)
+        self.enqueue(Outbound::Frames(frame.wire.clone()), 1)
     }
 
     /// Queues a run of frames as one item; `false` as for [`Self::push`].
-    fn push_run(&self, run: &Arc<[Utf8Bytes]>) -> bool {
-        self.enqueue(Outbound::Run(Arc::clone(run)), run.len())
+    fn push_run(&self, run: &Wire) -> bool {
+        self.enqueue(Outbound::Frames(run.clone()), run.frames())
     }
 
     /// Queues an item of `frames` frames unless that would pass the bound; `false` as for
@@ -163,10 +176,19 @@ impl ConnectionHandle {
     }
 
     pub fn close_now(&self, code: u16, reason: &'static str) {
+        self.stop(Closing::Ours(code, reason));
+    }
+
+    /// The client closed: the writer stops and answers with its close code.
+    pub fn answer_close(&self, code: Option<u16>) {
+        self.stop(Closing::Answer(code));
+    }
+
+    fn stop(&self, closing: Closing) {
         self.close_now.send_if_modified(|current| {
             let first = current.is_none();
             if first {
-                *current = Some((code, reason));
+                *current = Some(closing);
             }
             first
         });
@@ -175,18 +197,24 @@ impl ConnectionHandle {
     pub fn ping(&self) {
         let _ = self.queue.try_send(Outbound::Ping);
     }
+
+    /// Answers a client's ping, unless the queue is full (the connection is then being closed
+    /// as too slow).
+    pub fn pong(&self, payload: Bytes) {
+        let _ = self.queue.try_send(Outbound::Pong(payload));
+    }
 }
 
 /// A frame encoded once, shared by every recipient.
 #[derive(Debug, Clone)]
 pub struct Frame {
-    text: Utf8Bytes,
+    wire: Wire,
     droppable: bool,
 }
 
 impl Frame {
     pub fn new(frame: &ServerFrame, droppable: bool) -> Self {
-        Self { text: frame.encode().into(), droppable }
+        Self { wire: Wire::text(&frame.encode()), droppable }
     }
 }
 
@@ -306,7 +334,7 @@ impl Subscriber {
     /// Delivers a run of plain events (new messages in ascending seq, and frames for everyone)
     /// as one queue item when all of it is due to this connection, else one by one; `false` if
     /// the connection is gone.
-    fn deliver_run(&mut self, events: &[Encoded], run: &Arc<[Utf8Bytes]>) -> bool {
+    fn deliver_run(&mut self, events: &[Encoded], run: &Wire) -> bool {
         let first_seq = events.iter().find_map(|encoded| encoded.seq);
         if self.held.is_some() || first_seq.is_some_and(|seq| seq <= self.after_seq) {
             return events.iter().all(|encoded| self.deliver(encoded));
@@ -533,7 +561,7 @@ impl Hub {
             }
             return;
         }
-        let run: Arc<[Utf8Bytes]> = encoded.iter().map(|encoded| encoded.frame.text.clone()).collect();
+        let run = Wire::run(encoded.iter().map(|encoded| &encoded.frame.wire));
         let mut subscribers = lock(&feed.subscribers);
         subscribers.retain(|_, subscriber| subscriber.deliver_run(&encoded, &run));
         let unused = subscribers.is_empty();
@@ -630,6 +658,7 @@ mod tests {
     use tokio::sync::broadcast;
 
     use super::*;
+    use crate::ws::wire::texts;
 
     /// A hub and a room whose feed stays open and silent: the tests dispatch by hand. Rooms
     /// followed later get feeds of their own, also silent.
@@ -692,7 +721,7 @@ mod tests {
 
     /// The same, item by item: the frames of each queue item.
     fn queued_items(outbound: &mut mpsc::Receiver<Outbound>) -> Vec<Vec<String>> {
-        let described = |text: &Utf8Bytes| {
+        let described = |text: &String| {
             let frame: Value = serde_json::from_str(text).expect("JSON");
             match frame["message"]["seq"].as_i64() {
                 Some(seq) => seq.to_string(),
@@ -702,8 +731,7 @@ mod tests {
         let mut items = Vec::new();
         loop {
             match outbound.try_recv() {
-                Ok(Outbound::Text(text)) => items.push(vec![described(&text)]),
-                Ok(Outbound::Run(run)) => items.push(run.iter().map(described).collect()),
+                Ok(Outbound::Frames(wire)) => items.push(texts(wire.bytes()).iter().map(described).collect()),
                 _ => return items,
             }
         }
@@ -720,12 +748,13 @@ mod tests {
         let (_second, mut second) = joined(&hub, room).await;
         let feed = hub.feed(room).expect("followed");
         hub.dispatch(room, &feed, &[created(room, 1), created(room, 2), created(room, 3)]);
-        let (Ok(Outbound::Run(mine)), Ok(Outbound::Run(theirs))) = (first.try_recv(), second.try_recv())
+        let (Ok(Outbound::Frames(mine)), Ok(Outbound::Frames(theirs))) =
+            (first.try_recv(), second.try_recv())
         else {
             panic!("a run each")
         };
-        assert!(Arc::ptr_eq(&mine, &theirs), "one run shared by both");
-        assert_eq!(mine.len(), 3);
+        assert_eq!(mine.bytes().as_ptr(), theirs.bytes().as_ptr(), "one run shared by both");
+        assert_eq!(mine.frames(), 3);
         assert!(first.try_recv().is_err(), "one item in all");
 
         hub.dispatch(room, &feed, &[created(room, 4), created(room, 5)]);
@@ -740,11 +769,14 @@ mod tests {
             feed.send(created(room, seq)).expect("the pump follows the room");
         }
         let item = tokio::time::timeout(Duration::from_secs(5), outbound.recv()).await.expect("delivered");
-        let Some(Outbound::Run(run)) = item else { panic!("one run expected") };
-        assert_eq!(run.len(), 3);
+        let Some(Outbound::Frames(run)) = item else { panic!("one run expected") };
+        assert_eq!(run.frames(), 3);
         feed.send(created(room, 4)).expect("the pump follows the room");
         let item = tokio::time::timeout(Duration::from_secs(5), outbound.recv()).await.expect("delivered");
-        assert!(matches!(item, Some(Outbound::Text(_))), "a lone event goes as itself");
+        assert!(
+            matches!(item, Some(Outbound::Frames(wire)) if wire.frames() == 1),
+            "a lone event goes as itself"
+        );
     }
 
     #[tokio::test]
@@ -753,12 +785,18 @@ mod tests {
         let (close_now, closed) = watch::channel(None);
         let handle = ConnectionHandle::new(UserId::generate(), queue, close_now);
         let in_runs = handle.in_runs();
-        let run: Arc<[Utf8Bytes]> = (0..5).map(|_| Utf8Bytes::from_static("{}")).collect();
+        let run = Wire::run(&[
+            Wire::text("{}"),
+            Wire::text("{}"),
+            Wire::text("{}"),
+            Wire::text("{}"),
+            Wire::text("{}"),
+        ]);
         assert!(handle.push_run(&run));
         assert!(handle.push(&Frame::new(&ServerFrame::Pong { reference: None }, false)));
         // Six frames queued in two slots: a run of five more would pass the bound of eight.
         assert!(!handle.push_run(&run));
-        assert_eq!(closed.borrow().map(|(code, _)| code), Some(close::TOO_SLOW));
+        assert!(matches!(*closed.borrow(), Some(Closing::Ours(close::TOO_SLOW, _))));
 
         // Once the writer has taken the run, its frames are free again.
         let taken = outbound.try_recv().expect("the run");
@@ -802,7 +840,7 @@ mod tests {
         for outbound in [&mut outbound, &mut other_outbound] {
             match outbound.recv().await {
                 Some(Outbound::Close(code, _)) => assert_eq!(code, close::GOING_AWAY),
-                Some(Outbound::Text(text)) => panic!("expected a close, got {text}"),
+                Some(Outbound::Frames(wire)) => panic!("expected a close, got {:?}", texts(wire.bytes())),
                 other => panic!("expected a close, got {:?}", other.map(|_| "a ping")),
             }
         }

@@ -7,6 +7,7 @@ pub mod connection;
 pub mod handshake;
 pub mod hub;
 pub mod protocol;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::metrics::Metrics;
 use crate::problem::{ApiError, ErrorCode};
+use connection::Inbound;
 pub use hub::Hub;
 
 /// Frames (and messages) over this many bytes close the connection with 1009.
@@ -126,19 +128,15 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-/// Small buffers, so that an idle connection costs a few KB, and the contract's frame limit.
-/// tungstenite allocates its read buffer up front (128 KiB by default); with 1 KiB an idle
-/// socket measured 8.6 KB of server memory in all through poem's socket, 8.7-8.8 KB on
-/// tokio-tungstenite directly (`convo-ws-bench idle 2000`), 11 KB with 4 KiB. Its write
-/// buffer grows only as frames are written: up to 64 KiB of queued frames are gathered into one
-/// write (a flush writes what is left), where 0 would cost one write per frame. Socket writes
-/// are most of what fan-out costs: with 4 KiB a busy room's batch of frames took two writes,
-/// and the server spent 145 us of CPU per message at 8,800 msgs/s to 200 subscribers, 124 us
-/// with 64 KiB.
+/// A small read buffer, so that an idle connection costs a few KB, and the contract's frame
+/// limit. tungstenite allocates its read buffer up front (128 KiB by default); with 1 KiB an
+/// idle socket measured 8.6 KB of server memory in all through poem's socket, 8.7-8.8 KB on
+/// tokio-tungstenite directly (`convo-ws-bench idle 2000`), 11 KB with 4 KiB. tungstenite
+/// writes nothing that is sent (see [`Inbound`]), so it gets no write buffer.
 fn socket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(1024)
-        .write_buffer_size(64 * 1024)
+        .write_buffer_size(0)
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
 }
@@ -183,8 +181,10 @@ pub async fn endpoint(
                 return;
             }
         };
-        let socket = WebSocketStream::from_raw_socket(upgraded, Role::Server, Some(socket_config())).await;
-        connection::run(socket, gateway, grant, user, open).await;
+        let (reading, writing) = tokio::io::split(upgraded);
+        let stream =
+            WebSocketStream::from_raw_socket(Inbound(reading), Role::Server, Some(socket_config())).await;
+        connection::run(stream, writing, gateway, grant, user, open).await;
     });
     Ok(upgrade.accept())
 }
