@@ -3,8 +3,11 @@
 //!
 //! A room's worker takes whatever queued while its previous batch was being stored (up to
 //! [`MAX_BATCH`]) and hands the batch to [`MessageRepository::insert_batch`]; the room's
-//! reporter then reports the stored messages to the cache and the event bus, and only then
-//! answers each send, while the worker stores the next batch. Storage assigns
+//! reporter then reports the stored messages to the cache, answers each send (so a sender that
+//! reads the room once answered finds its message) and announces them on the event bus, while
+//! the worker stores the next batch. The announcement, which only live subscribers wait for,
+//! stays off the answer's path; a connection that sent a message holds the message's broadcast
+//! until its own ack anyway. Storage assigns
 //! seqs in batch order and batches one after another, so one sender's messages keep the order
 //! they were queued in. The room's tasks own the effects that follow a commit: a request that is
 //! cancelled once its send is queued still has its message stored, cached and announced.
@@ -34,7 +37,7 @@ const QUEUE: usize = 4 * MAX_BATCH;
 const IDLE: Duration = Duration::from_secs(10);
 
 /// A send queued in its room's sequencer. [`QueuedSend::stored`] resolves once its batch is
-/// committed, cached and announced; dropping it does not withdraw the send.
+/// committed and cached (its announcement follows); dropping it does not withdraw the send.
 #[derive(Debug)]
 pub struct QueuedSend(Outcome);
 
@@ -143,8 +146,8 @@ impl Sequencer {
 
     /// The room's worker. It takes whatever queued while it stored the previous batch, counts
     /// it against the authors' limits and stores it in one transaction, then hands it to the
-    /// room's reporter, a task of its own that caches and announces what was stored and only
-    /// then answers. So the next batch is being stored while the last one is reported; the
+    /// room's reporter, a task of its own that caches what was stored, answers, then announces
+    /// it. So the next batch is being stored while the last one is reported; the
     /// reporter takes batches in order and at most one waits for it.
     async fn run(self: Arc<Self>, room: RoomId, id: u64, mut queue: mpsc::Receiver<Pending>) {
         let (to_reporter, stored) = mpsc::channel(1);
@@ -281,7 +284,8 @@ impl Sequencer {
         }
     }
 
-    /// Caches and announces what the batch stored, then answers every send of the batch.
+    /// Caches what the batch stored, answers every send of the batch, then announces what was
+    /// stored. The refused sends whose points go back are answered last.
     async fn report(&self, room: RoomId, batch: Batch) {
         let outcomes: Vec<DomainResult<Posted>> = batch
             .outcomes
@@ -297,15 +301,11 @@ impl Sequencer {
                 _ => None,
             })
             .collect();
-        if !created.is_empty() {
-            // Stored already, so a failure here is logged, not reported as a failed send.
-            if let Err(error) = self.ports.cache.messages_stored(room, &created).await {
-                tracing::warn!(%error, "could not cache new messages");
-            }
-            let events = created.into_iter().map(Event::MessageCreated).collect();
-            if let Err(error) = self.ports.events.publish_all(events).await {
-                tracing::warn!(%error, "could not publish new messages");
-            }
+        // Stored already, so a failure here is logged, not reported as a failed send.
+        if !created.is_empty()
+            && let Err(error) = self.ports.cache.messages_stored(room, &created).await
+        {
+            tracing::warn!(%error, "could not cache new messages");
         }
 
         let mut refused = Vec::new();
@@ -316,6 +316,12 @@ impl Sequencer {
             }
             // A sender that went away still had its message stored and announced.
             let _ = send.answer.send(outcome.and_then(|posted| (self.verdict)(posted, room)));
+        }
+        if !created.is_empty() {
+            let events = created.into_iter().map(Event::MessageCreated).collect();
+            if let Err(error) = self.ports.events.publish_all(events).await {
+                tracing::warn!(%error, "could not publish new messages");
+            }
         }
         // A send refused for its room (not a member, no such room) was counted before storage
         // could judge it, and a refusal must not cost its author a point: the point goes back
