@@ -135,6 +135,25 @@ pub async fn order_is_preserved_for_one_publisher<B: EventBus + ?Sized>(bus: Arc
     assert_eq!(received, sent);
 }
 
+pub async fn a_batch_of_new_messages_reaches_each_subscriber_once_in_order<B: EventBus + ?Sized>(
+    bus: Arc<B>,
+) {
+    let room = RoomId::generate();
+    let mut first = subscribe(&*bus, Topic::Room(room)).await;
+    let mut second = subscribe(&*bus, Topic::Room(room)).await;
+    let batch: Vec<Event> = (1..=3).map(|seq| Event::MessageCreated(message(room, seq))).collect();
+    bus.publish_all(batch.clone()).await.expect("publish");
+    let marker = joined(room);
+    publish(&*bus, &marker).await;
+    for receiver in [&mut first, &mut second] {
+        for event in &batch {
+            assert_eq!(&next(receiver).await, event);
+        }
+        assert_eq!(next(receiver).await, marker);
+        assert_drained(receiver);
+    }
+}
+
 pub async fn publish_without_subscribers_is_ok<B: EventBus + ?Sized>(bus: Arc<B>) {
     let room = RoomId::generate();
     publish(&*bus, &joined(room)).await;

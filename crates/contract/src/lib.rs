@@ -159,6 +159,7 @@ macro_rules! event_bus_contract {
             other_topics_are_not_received,
             every_subscriber_receives,
             order_is_preserved_for_one_publisher,
+            a_batch_of_new_messages_reaches_each_subscriber_once_in_order,
             publish_without_subscribers_is_ok,
             publishing_after_a_subscriber_drops_still_works,
         }

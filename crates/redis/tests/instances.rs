@@ -63,6 +63,32 @@ async fn events_cross_instances_and_each_message_arrives_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_reaches_the_other_instance_in_order_and_its_own_subscribers_once() {
+    let Some(redis) = TestRedis::connect().await else { return };
+    let publisher = RedisEventBus::new(redis.connection.clone()).await.expect("bus");
+    let subscriber = RedisEventBus::new(twin(&redis).await).await.expect("bus");
+    let room = RoomId::generate();
+    let mut there = subscriber.subscribe(Topic::Room(room)).await.unwrap();
+    let mut here = publisher.subscribe(Topic::Room(room)).await.unwrap();
+
+    let batch: Vec<Event> =
+        (1..=3).map(|seq| Event::MessageCreated(convo_contract::fixture::message(room, seq))).collect();
+    publisher.publish_all(batch.clone()).await.unwrap();
+    let last = Event::MessageCreated(convo_contract::fixture::message(room, 4));
+    publisher.publish(last.clone()).await.unwrap();
+    for receiver in [&mut there, &mut here] {
+        for event in batch.iter().chain([&last]) {
+            let received =
+                tokio::time::timeout(Duration::from_secs(2), receiver.recv()).await.unwrap().unwrap();
+            assert_eq!(&received, event);
+        }
+    }
+    // Redis echoed the publisher's own messages back to it after it had delivered them: dropped.
+    let late = tokio::time::timeout(Duration::from_millis(300), here.recv()).await;
+    assert!(late.is_err(), "nothing more arrived, got {late:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_follows_a_room_only_while_it_has_subscribers() {
     let Some(redis) = TestRedis::connect().await else { return };
     let bus = RedisEventBus::new(redis.connection.clone()).await.expect("bus");
