@@ -39,7 +39,7 @@ docs:
 ## Measure (release builds), on SQLite and on PostgreSQL + Redis, with the server's CPU apart
 ## from the load generator's: history reads by room id and by name (64 connections); the write
 ## path (REST sends into one room and into 64 rooms, one pipelined WebSocket sender into a room
-## of 200 subscribers, then of none); WebSocket fan-out, send to receipt, to 200 subscribers at
+## of 200 subscribers, the same sender at a fixed 8,800 sends/s, then into a room of none); WebSocket fan-out, send to receipt, to 200 subscribers at
 ## rising rates (the highest loss-free with p99 within 50 ms), at 8,800 msgs/s (on one instance,
 ## and split over two through Redis), and to 1,000 at 400 msgs/s;
 ## server memory per idle WebSocket, and through a storm of logins.
@@ -49,6 +49,8 @@ bench: services
 	./target/release/convo-read-bench postgres-redis 10 64
 	./target/release/convo-write-bench sqlite 10 200 window:256
 	./target/release/convo-write-bench postgres-redis 10 200 window:256
+	./target/release/convo-write-bench sqlite 10 200 rate:8800
+	./target/release/convo-write-bench postgres-redis 10 200 rate:8800
 	./target/release/convo-write-bench sqlite 10 0 window:256
 	./target/release/convo-write-bench postgres-redis 10 0 window:256
 	./target/release/convo-ws-bench ladder 200 5 sqlite
