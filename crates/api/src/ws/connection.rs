@@ -95,7 +95,7 @@ pub const MAX_IN_FLIGHT: usize = 256;
 /// the replies to its sends, edits and deletes in flight before it closes.
 const ANSWER_GRACE: Duration = Duration::from_secs(10);
 
-/// Frames from one write's worth of queued items go out in one socket write.
+/// The most bytes of queued frames a connection's writer gathers into one socket write.
 const BATCH_BYTES: usize = 64 * 1024;
 
 /// The reading side of an upgraded connection, read with tungstenite.
