@@ -37,7 +37,7 @@ const DISPATCH_RUN: usize = 64;
 pub enum Outbound {
     /// Framed once and shared by reference count: every recipient writes the same bytes. A run
     /// of several frames is one item: a busy room's events that were ready together cost each
-    /// connection one queue slot, one wake-up and one copy.
+    /// connection one queue slot and one wake-up.
     Frames(Wire),
     Ping,
     /// The answer to a client's ping, with its payload.

@@ -7,8 +7,8 @@
 use bytes::{Bytes, BytesMut};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 
 /// One or more whole frames, ready to be written as they are; cloned by reference count.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,10 +20,11 @@ pub struct Wire {
 impl Wire {
     /// One text frame.
     pub fn text(text: &str) -> Self {
-        let header = Frame::message(Bytes::new(), OpCode::Data(Data::Text), true);
-        let mut bytes = Vec::with_capacity(header.header().len(text.len() as u64) + text.len());
+        let header = FrameHeader { opcode: OpCode::Data(Data::Text), ..FrameHeader::default() };
+        let length = text.len() as u64;
+        let mut bytes = Vec::with_capacity(header.len(length) + text.len());
         // Writing into a Vec cannot fail.
-        let _ = header.header().format(text.len() as u64, &mut bytes);
+        let _ = header.format(length, &mut bytes);
         bytes.extend_from_slice(text.as_bytes());
         Self { bytes: bytes.into(), frames: 1 }
     }
@@ -76,8 +77,6 @@ impl Wire {
 #[cfg(test)]
 pub fn parse(bytes: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
     use std::io::Cursor;
-
-    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
     let mut cursor = Cursor::new(bytes);
     let mut frames = Vec::new();
