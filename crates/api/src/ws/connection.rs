@@ -55,7 +55,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use convo_domain::{
     AccessGrant, ClientMessageId, DomainError, DomainResult, Event, MessageContent, MessageId,
     MessageService, Principal, RoomId, RoomRef, SessionEnd, SessionFollow, Topic, User, UserId, UserRef,
@@ -337,16 +337,10 @@ async fn write_batch(
     Ok(closing)
 }
 
-/// Writes `bytes` and flushes, taking off what each write took: if this is cancelled, what is
-/// left of them is still in `bytes`.
+/// Writes `bytes` and flushes. `write_all_buf` takes off what each write took: if this is
+/// cancelled, what is left of them is still in `bytes`.
 async fn write_out(sink: &mut (impl AsyncWrite + Unpin), bytes: &mut Bytes) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        let written = sink.write(bytes).await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        bytes.advance(written);
-    }
+    sink.write_all_buf(bytes).await?;
     sink.flush().await
 }
 
