@@ -95,21 +95,17 @@ impl Memo {
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use convo_domain::{MessageContent, RoomId, UserId, UserRef, Username};
+    use convo_contract::fixture;
+    use convo_domain::{MessageContent, RoomId};
 
     use super::*;
     use crate::messages::MessagePage;
 
+    /// A stored message whose content needs escaping.
     fn stored(room: RoomId, seq: i64) -> convo_domain::Message {
         convo_domain::Message {
-            id: MessageId::generate(),
-            room_id: room,
-            seq,
-            author: UserRef { id: UserId::generate(), username: Username::from_trusted("ada".to_owned()) },
             content: MessageContent::from_trusted(format!("message \"{seq}\" ✓")),
-            created_at: Utc::now(),
-            edited_at: None,
-            client_message_id: None,
+            ..fixture::message(room, seq)
         }
     }
 

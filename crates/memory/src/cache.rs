@@ -358,22 +358,10 @@ impl MessageCache for InMemoryMessageCache {
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use convo_domain::{MessageContent, UserId, UserRef, Username};
+    use convo_contract::fixture::message;
+    use convo_domain::MessageContent;
 
     use super::*;
-
-    fn message(room: RoomId, seq: i64) -> Message {
-        Message {
-            id: MessageId::generate(),
-            room_id: room,
-            seq,
-            author: UserRef { id: UserId::generate(), username: Username::from_trusted("ada".to_owned()) },
-            content: MessageContent::from_trusted(format!("message {seq}")),
-            created_at: Utc::now(),
-            edited_at: None,
-            client_message_id: None,
-        }
-    }
 
     async fn load(cache: &InMemoryMessageCache, room: RoomId) {
         let CachedPage::Miss(ticket) = cache.latest(room, 10).await.expect("latest") else {

@@ -651,9 +651,9 @@ async fn pump(hub: Hub, room: RoomId, feed: Arc<RoomFeed>, mut stream: RoomStrea
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
+    use convo_contract::fixture::message;
     use convo_domain::chat::MockLiveService;
-    use convo_domain::{MessageContent, MessageId, Subscription, UserRef, Username};
+    use convo_domain::{Subscription, UserRef, Username};
     use serde_json::Value;
     use tokio::sync::broadcast;
 
@@ -690,19 +690,6 @@ mod tests {
         let mut connection = (handle, outbound);
         assert_eq!(queued(&mut connection.1), ["joined"]);
         connection
-    }
-
-    fn message(room: RoomId, seq: i64) -> Message {
-        Message {
-            id: MessageId::generate(),
-            room_id: room,
-            seq,
-            author: UserRef { id: UserId::generate(), username: Username::parse("someone").expect("name") },
-            content: MessageContent::parse(&format!("message {seq}")).expect("content"),
-            created_at: Utc::now(),
-            edited_at: None,
-            client_message_id: None,
-        }
     }
 
     /// Dispatches as the room's pump does.
